@@ -1,0 +1,24 @@
+"""What API handlers read: the inventory and settings. Nothing here writes to the inventory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from ..config.models import Config
+from ..inventory.store import Inventory
+from ..metrics import Metrics
+from .auth import Principal, TokenAuthority
+
+PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiContext:
+    config: Config
+    inventory: Inventory
+    metrics: Metrics
+    authority: TokenAuthority
+    loopback_listener: bool
+    cluster_names: list[str]

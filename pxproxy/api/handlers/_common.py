@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from ...config.models import Scope
+from ...inventory.model import Guest
+from ...inventory.snapshot import Match
+from ..auth import has_scope
+from ..context import PRINCIPAL, ApiContext
+from ..problems import ApiError, ambiguous, not_found
+
+CONTEXT = web.AppKey("context", ApiContext)
+
+
+def context(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]
+
+
+def require(request: web.Request, scope: Scope) -> None:
+    principal = request[PRINCIPAL]
+    if not has_scope(principal, scope):
+        raise ApiError(403, "Forbidden", f"token {principal.name!r} lacks the {scope!r} scope")
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status, text=json.dumps(data, separators=(",", ":")), content_type="application/json"
+    )
+
+
+def candidate(guest: Guest) -> dict[str, Any]:
+    return {
+        "id": guest.id,
+        "ref": guest.ref,
+        "cluster": guest.cluster,
+        "node": guest.node,
+        "vmid": guest.vmid,
+        "name": guest.name,
+        "status": guest.status,
+    }
+
+
+def one_guest(match: Match, what: str) -> Guest:
+    """The single guest of a match, else 404 / 409 naming the query and the candidates."""
+    if len(match.guests) == 1:
+        return match.guests[0]
+    if not match.guests:
+        raise not_found(f"no guest matches {what}")
+    raise ambiguous(
+        f"{len(match.guests)} guests match {what}; use cluster:vmid or node/vmid",
+        [candidate(g) for g in match.guests],
+    )

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from ._common import context, json_response
+
+
+async def health(request: web.Request) -> web.Response:
+    """ok when every cluster's last poll succeeded; degraded (still HTTP 200) otherwise, so a
+    stale inventory is visible without taking the proxy out of a load balancer."""
+    ctx = context(request)
+    snap = ctx.inventory.snapshot
+    now = time.monotonic()
+    clusters = []
+    for name in ctx.cluster_names:
+        cs = snap.clusters.get(name)
+        age = cs.age_s(now) if cs else None
+        entry: dict[str, object] = {
+            "name": name,
+            "ok": bool(cs and cs.ok),
+            "last_poll_age_s": round(age, 3) if age is not None else None,
+            "guests": len(cs.guests) if cs else 0,
+            "nodes": len(cs.nodes) if cs else 0,
+        }
+        if cs is None:
+            entry["error"] = "not polled yet"
+        elif cs.error:
+            entry["error"] = cs.error
+        if cs is not None and cs.warnings:
+            entry["warnings"] = list(cs.warnings)
+        clusters.append(entry)
+    status = "ok" if clusters and all(c["ok"] for c in clusters) else "degraded"
+    return json_response({"status": status, "clusters": clusters})

@@ -1,0 +1,69 @@
+"""`pxproxy check`: validate, connect to each cluster, print what pxproxy would see."""
+
+from __future__ import annotations
+
+from typing import TextIO
+
+from .config.models import Config
+from .daemon import make_poller
+from .inventory.snapshot import Snapshot
+from .inventory.store import Inventory
+from .pve.errors import PveError
+
+
+async def check(config: Config, out: TextIO) -> int:
+    inventory = Inventory()
+    problems: list[str] = []
+    for name, cluster in zip(config.cluster_names(), config.proxmox, strict=True):
+        poller, client = make_poller(name, cluster, inventory, config, None)
+        try:
+            version = await client.version()
+            snap = await poller.poll_once()
+        except PveError as exc:
+            problems.append(f"cluster {name} ({cluster.url}): {exc}")
+            continue
+        finally:
+            await client.close()
+        running = sum(1 for g in snap.guests if g.status == "running")
+        with_ip = sum(1 for g in snap.guests if g.ips)
+        out.write(
+            f"cluster {name}: {cluster.url} PVE {version.get('version', '?')}"
+            f"{' (' + snap.pve_cluster_name + ')' if snap.pve_cluster_name else ''}\n"
+            f"  nodes: {len(snap.nodes)} "
+            f"({', '.join(f'{n.name} {n.status} {n.ip or chr(45)}' for n in snap.nodes)})\n"
+            f"  guests: {len(snap.guests)} ({running} running, {with_ip} with addresses)\n"
+        )
+        for g in snap.guests:
+            out.write(
+                f"    {g.id:<12} {g.name or '-':<24} {g.node:<12} {g.status:<8} "
+                f"{', '.join(g.ips) or '-'}\n"
+            )
+        problems.extend(f"cluster {name}: {w}" for w in snap.warnings)
+    view = inventory.snapshot
+    problems.extend(_check_routes(config, view))
+    for route in config.routes:
+        target = ", ".join(route.host) if route.host else route.listen
+        out.write(f"route {target} -> {route.guest}:{route.port}\n")
+    if problems:
+        for p in problems:
+            out.write(f"problem: {p}\n")
+        return 1
+    out.write("ok\n")
+    return 0
+
+
+def _check_routes(config: Config, view: Snapshot) -> list[str]:
+    problems = []
+    for i, route in enumerate(config.routes):
+        refs = [route.guest, *(route.idle.depends_on if route.idle else ())]
+        for ref in refs:
+            found = view.lookup_ref(ref).guests
+            if not found:
+                problems.append(f"routes[{i}]: guest {ref!r} not found")
+            elif len(found) > 1:
+                ids = ", ".join(g.ref for g in found)
+                problems.append(f"routes[{i}]: guest {ref!r} is ambiguous ({ids})")
+    for ref in config.guests:
+        if not view.lookup_ref(ref).guests:
+            problems.append(f"guests.{ref}: no such guest")
+    return problems

@@ -1,0 +1,273 @@
+"""The configuration schema (pydantic v2). Unknown keys are errors; secrets never print."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+
+from .durations import parse_duration
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+_FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
+_TOKEN_ID_RE = re.compile(r"^[^\s@!]+@[A-Za-z0-9._-]+![A-Za-z][A-Za-z0-9._-]*$")
+_USER_RE = re.compile(r"^[^\s@!:]+@[A-Za-z0-9._-]+$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _normalise_fingerprint(value: str | None) -> str | None:
+    """Accept PVE's `AA:BB:...` form as well as bare hex; store lowercase hex."""
+    if value is None:
+        return None
+    hexed = value.replace(":", "").strip().lower()
+    if not _FINGERPRINT_RE.match(hexed):
+        raise ValueError("must be a SHA-256 fingerprint: 64 hex digits, colons allowed")
+    return hexed
+
+
+class TlsConfig(Strict):
+    verify: bool = True
+    ca_file: str | None = None
+    fingerprint: Annotated[str | None, AfterValidator(_normalise_fingerprint)] = None
+
+
+def _address(value: str) -> tuple[str, int]:
+    """Split "host:port" / "[v6]:port"."""
+    text = value.strip()
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+    else:
+        host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not an address like 127.0.0.1:8081 or [::1]:8081")
+    return host or "0.0.0.0", int(port)
+
+
+def _check_address(value: str) -> str:
+    _address(value)
+    return value
+
+
+ListenAddress = Annotated[str, AfterValidator(_check_address)]
+
+
+def split_address(value: str) -> tuple[str, int]:
+    """Host and port of a validated listen address."""
+    return _address(value)
+
+
+def is_loopback_host(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class IpPolicy(Strict):
+    """Which resolved addresses to keep.
+
+    Default: every family and range, minus loopback and link-local."""
+
+    families: tuple[Literal["ipv4", "ipv6"], ...] = ("ipv4", "ipv6")
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a network like 10.0.0.0/8: {exc}") from None
+        return value
+
+
+class ClusterConfig(Strict):
+    name: str | None = None
+    url: str
+    token_id: str | None = None
+    secret: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    tls: TlsConfig = TlsConfig()
+    poll_interval: Seconds = 3.0
+    timeout: Seconds = 10.0
+    backoff_max: Seconds = 30.0
+    resolve_concurrency: int = Field(default=8, ge=1, le=256)
+    ip_refresh: Seconds = 300.0
+    node_refresh: Seconds = 60.0
+    ips: IpPolicy = IpPolicy()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+(:\d+)?/?$", value):
+            raise ValueError("must be like https://pve.example.com:8006 (no path)")
+        return value.rstrip("/")
+
+    @field_validator("token_id")
+    @classmethod
+    def _token_id(cls, value: str | None) -> str | None:
+        if value is not None and not _TOKEN_ID_RE.match(value):
+            raise ValueError("must look like user@realm!tokenname")
+        return value
+
+    @field_validator("username")
+    @classmethod
+    def _username(cls, value: str | None) -> str | None:
+        if value is not None and not _USER_RE.match(value):
+            raise ValueError("must look like root@pam")
+        return value
+
+    @field_validator("poll_interval", "timeout")
+    @classmethod
+    def _positive(cls, value: float) -> float:
+        if value < 0.05:
+            raise ValueError("must be at least 50ms")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ClusterConfig:
+        if (self.token_id is None) != (self.secret is None):
+            raise ValueError("token_id and secret go together")
+        if (self.username is None) != (self.password is None):
+            raise ValueError("username and password go together")
+        if self.token_id is None and self.username is None:
+            raise ValueError("needs credentials: token_id + secret, or username + password")
+        return self
+
+
+class GuestExtras(Strict):
+    aliases: tuple[str, ...] = ()
+
+
+class ListenConfig(Strict):
+    proxy: ListenAddress = "0.0.0.0:8080"
+    api: ListenAddress = "127.0.0.1:8081"
+
+
+Scope = Literal["read", "power", "exec"]
+
+
+class ApiToken(Strict):
+    name: str
+    secret: SecretStr
+    scopes: tuple[Scope, ...] = ("read",)
+    guests: tuple[str, ...] = ("*",)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME_RE.match(value):
+            raise ValueError("letters, digits, '.', '_' or '-', at most 63")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
+
+
+class ApiConfig(Strict):
+    tokens: tuple[ApiToken, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> ApiConfig:
+        names = [t.name for t in self.tokens]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"token names must be unique: {', '.join(dupes)}")
+        return self
+
+
+class ReadyCheck(Strict):
+    http: str | None = None
+
+
+StopMethod = Literal["shutdown", "stop", "suspend", "hibernate"]
+
+
+class IdleConfig(Strict):
+    timeout: Seconds = 900.0
+    stop_method: StopMethod = "shutdown"
+    wake_timeout: Seconds = 120.0
+    ready: ReadyCheck = ReadyCheck()
+    depends_on: tuple[str, ...] = ()
+
+
+def _hosts(value: object) -> object:
+    return (value,) if isinstance(value, str) else value
+
+
+class RouteConfig(Strict):
+    host: Annotated[tuple[str, ...] | None, BeforeValidator(_hosts)] = None
+    listen: ListenAddress | None = None
+    guest: str
+    port: int = Field(ge=1, le=65535)
+    scheme: Literal["http", "https"] = "http"
+    path_prefix: str | None = None
+    idle: IdleConfig | None = None
+
+    @field_validator("guest", mode="before")
+    @classmethod
+    def _guest(cls, value: object) -> object:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _kind(self) -> RouteConfig:
+        if (self.host is None) == (self.listen is None):
+            raise ValueError("a route has either host (HTTP) or listen (TCP)")
+        for host in self.host or ():
+            label = host[2:] if host.startswith("*.") else host
+            if not label or not re.match(r"^[A-Za-z0-9.-]+$", label):
+                raise ValueError(f"host {host!r} is not a hostname or *.domain")
+        return self
+
+
+class Config(Strict):
+    proxmox: tuple[ClusterConfig, ...] = Field(min_length=1)
+    listen: ListenConfig = ListenConfig()
+    guests: dict[str, GuestExtras] = {}
+    api: ApiConfig = ApiConfig()
+    routes: tuple[RouteConfig, ...] = ()
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _cluster_names(self) -> Config:
+        names = [c.name for c in self.proxmox]
+        if len(self.proxmox) > 1 and any(n is None for n in names):
+            raise ValueError("with several clusters each needs a name")
+        dupes = sorted({n for n in names if n is not None and names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"cluster names must be unique: {', '.join(dupes)}")
+        return self
+
+    def cluster_names(self) -> list[str]:
+        """Each cluster's label: its name, else the host of its URL."""
+        return [c.name or cluster_label(c.url) for c in self.proxmox]
+
+
+def cluster_label(url: str) -> str:
+    host = url.split("://", 1)[-1].split("/", 1)[0]
+    return host.rsplit(":", 1)[0].strip("[]") if ":" in host else host

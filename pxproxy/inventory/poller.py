@@ -1,0 +1,194 @@
+"""Poll one cluster: node pool, resources every poll_interval, IP resolution; publish snapshots."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ..pve.client import PveClient
+from ..pve.errors import PveError, PvePermissionError
+from ..pve.models import ClusterStatus
+from .ingest import NodeEntry, make_nodes, parse_resources
+from .ip_resolution import IpResolver
+from .model import Guest
+from .snapshot import ClusterSnapshot, Snapshot
+
+log = logging.getLogger(__name__)
+
+JITTER = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class PollSettings:
+    interval_s: float = 3.0
+    backoff_max_s: float = 30.0
+    node_refresh_s: float = 60.0
+
+
+@dataclass(slots=True)
+class PollStats:
+    cycles: int = 0
+    failures: int = 0
+    consecutive_failures: int = 0
+    last_duration_s: float = 0.0
+    durations: list[float] = field(default_factory=list)
+
+
+class ClusterPoller:
+    """Owns the polling of one cluster. Publishes through `publish`; never called back."""
+
+    def __init__(
+        self,
+        name: str,
+        client: PveClient,
+        resolver: IpResolver,
+        publish: Callable[[ClusterSnapshot], None],
+        *,
+        settings: PollSettings | None = None,
+        extra_aliases: Sequence[tuple[str, str]] = (),
+        on_poll: Callable[[str, float, bool], None] | None = None,
+    ) -> None:
+        self.name = name
+        self._client = client
+        self._resolver = resolver
+        self._publish = publish
+        self._settings = settings or PollSettings()
+        self._extra_aliases = tuple(extra_aliases)
+        self._on_poll = on_poll
+        self._status: ClusterStatus | None = None
+        self._status_at = float("-inf")
+        self._node_names: frozenset[str] = frozenset()
+        self._status_warning: str | None = None
+        self._last: ClusterSnapshot | None = None
+        self.stats = PollStats()
+
+    @property
+    def last(self) -> ClusterSnapshot | None:
+        return self._last
+
+    async def run(self) -> None:
+        """Poll until cancelled. Failures publish the last data marked stale and back off."""
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except (PveError, ValueError) as exc:
+                self._failed(str(exc))
+                delay = self._backoff_s()
+            else:
+                delay = max(0.0, self._settings.interval_s - (loop.time() - started))
+            await asyncio.sleep(delay)
+
+    def _backoff_s(self) -> float:
+        n = self.stats.consecutive_failures
+        base = min(self._settings.interval_s * 2 ** (n - 1), self._settings.backoff_max_s)
+        return float(base * random.uniform(1 - JITTER, 1 + JITTER))
+
+    def _failed(self, error: str) -> None:
+        self.stats.failures += 1
+        self.stats.consecutive_failures += 1
+        if self.stats.consecutive_failures == 1:
+            log.warning("cluster %s: poll failed: %s", self.name, error)
+        if self._on_poll:
+            self._on_poll(self.name, 0.0, False)
+        if self._last is not None:
+            self._publish(self._last.failed(error))
+        else:
+            self._publish(ClusterSnapshot(self.name, (), (), ok=False, error=error))
+
+    async def poll_once(self) -> ClusterSnapshot:
+        """One cycle: resources (1 request), node pool when due, addresses for due guests."""
+        t0 = time.perf_counter()
+        body = await self._client.cluster_resources_raw()
+        resources = parse_resources(body, self.name)
+        names = frozenset(n.name for n in resources.nodes)
+        if names != self._node_names or time.monotonic() - self._status_at >= (
+            self._settings.node_refresh_s
+        ):
+            await self._refresh_node_pool()
+            self._node_names = names
+        due = self._resolver.plan(resources.guests)
+        snapshot = self._build(resources.guests, resources.nodes)
+        self._publish(snapshot)
+        if due and await self._resolver.resolve(due):
+            snapshot = self._build(resources.guests, resources.nodes)
+            self._publish(snapshot)
+        if self.stats.consecutive_failures:
+            log.info("cluster %s: polling recovered", self.name)
+        self.stats.consecutive_failures = 0
+        self.stats.cycles += 1
+        self.stats.last_duration_s = time.perf_counter() - t0
+        if self._on_poll:
+            self._on_poll(self.name, self.stats.last_duration_s, True)
+        return snapshot
+
+    async def _refresh_node_pool(self) -> None:
+        """Node IPs and the cluster name from /cluster/status. Not fatal: without Sys.Audit
+        the guests still poll, and the health answer says what is missing."""
+        try:
+            self._status = await self._client.cluster_status()
+            self._status_warning = None
+            if not self._status.nodes:
+                self._status_warning = (
+                    "/cluster/status lists no nodes: the API user or token needs Sys.Audit on /"
+                )
+        except PvePermissionError as exc:
+            self._status_warning = f"cannot read /cluster/status ({exc}): node IPs unknown"
+        self._status_at = time.monotonic()
+
+    def _build(self, raw_guests: list[Guest], node_entries: list[NodeEntry]) -> ClusterSnapshot:
+        resolver = self._resolver
+        guests = []
+        for g in raw_guests:
+            ips, source = resolver.addresses(g.id)
+            guests.append(g._replace(ips=ips, ip_source=source) if ips else g)
+        status = self._status
+        node_ips = {n.name: n.ip for n in status.nodes} if status else {}
+        nodes = make_nodes(self.name, node_entries, node_ips)
+        warnings = []
+        if self._status_warning:
+            warnings.append(self._status_warning)
+        if not nodes and guests:
+            warnings.append("no nodes visible: the API user or token needs Sys.Audit on /nodes")
+        snapshot = ClusterSnapshot.build(
+            self.name,
+            guests,
+            nodes,
+            pve_cluster_name=status.cluster_name if status else None,
+            warnings=tuple(warnings),
+        )
+        if self._extra_aliases:
+            snapshot = self._with_aliases(snapshot)
+        self._last = snapshot
+        return snapshot
+
+    def _with_aliases(self, snapshot: ClusterSnapshot) -> ClusterSnapshot:
+        """Aliases from the config (`guests:` and route hosts), applied by guest ref."""
+        view = Snapshot({self.name: snapshot})
+        extra: dict[str, list[str]] = {}
+        for ref, alias in self._extra_aliases:
+            for g in view.lookup_ref(ref).guests:
+                extra.setdefault(g.id, []).append(alias)
+        if not extra:
+            return snapshot
+        guests = [
+            g._replace(aliases=tuple(dict.fromkeys((*g.aliases, *extra[g.id]))))
+            if g.id in extra
+            else g
+            for g in snapshot.guests
+        ]
+        return ClusterSnapshot.build(
+            self.name,
+            guests,
+            snapshot.nodes,
+            pve_cluster_name=snapshot.pve_cluster_name,
+            warnings=snapshot.warnings,
+            last_success=snapshot.last_success,
+        )

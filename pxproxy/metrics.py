@@ -1,0 +1,101 @@
+"""Prometheus metrics. One registry per daemon, so tests can run several side by side."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .inventory.snapshot import Snapshot
+
+
+class _InventoryCollector(Collector):
+    """Gauges computed from the current snapshot at scrape time: nothing to keep in sync."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot], clusters: Callable[[], list[str]]) -> None:
+        self._snapshot = snapshot
+        self._clusters = clusters
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        guests = GaugeMetricFamily(
+            "pxproxy_guests",
+            "Guests by cluster, type and status",
+            labels=["cluster", "type", "status"],
+        )
+        tally = Tally((g.cluster, g.type, g.status) for g in snap.guests)
+        for (cluster, kind, status), n in sorted(tally.items()):
+            guests.add_metric([cluster, kind, status], n)
+        yield guests
+        nodes = GaugeMetricFamily(
+            "pxproxy_nodes", "Nodes by cluster and status", labels=["cluster", "status"]
+        )
+        for (cluster, status), n in sorted(
+            Tally((n.cluster, n.status) for n in snap.nodes).items()
+        ):
+            nodes.add_metric([cluster, status], n)
+        yield nodes
+        age = GaugeMetricFamily(
+            "pxproxy_snapshot_age_seconds",
+            "Seconds since the last successful poll of each cluster",
+            labels=["cluster"],
+        )
+        up = GaugeMetricFamily(
+            "pxproxy_cluster_up",
+            "1 when the last poll of the cluster succeeded",
+            labels=["cluster"],
+        )
+        now = time.monotonic()
+        for name in self._clusters():
+            cs = snap.clusters.get(name)
+            seconds = cs.age_s(now) if cs else None
+            if seconds is not None:
+                age.add_metric([name], seconds)
+            up.add_metric([name], 1.0 if cs is not None and cs.ok else 0.0)
+        yield age
+        yield up
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.poll_duration = Histogram(
+            "pxproxy_poll_duration_seconds",
+            "Duration of successful poll cycles",
+            ["cluster"],
+            registry=self.registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
+        self.poll_failures = Counter(
+            "pxproxy_poll_failures", "Failed poll cycles", ["cluster"], registry=self.registry
+        )
+        self.api_requests = Counter(
+            "pxproxy_api_requests",
+            "Management API requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.lookups = Counter(
+            "pxproxy_lookups",
+            "Reverse lookups by kind and result",
+            ["kind", "result"],
+            registry=self.registry,
+        )
+
+    def watch_inventory(
+        self, snapshot: Callable[[], Snapshot], clusters: Callable[[], list[str]]
+    ) -> None:
+        self.registry.register(_InventoryCollector(snapshot, clusters))
+
+    def on_poll(self, cluster: str, duration_s: float, ok: bool) -> None:
+        if ok:
+            self.poll_duration.labels(cluster).observe(duration_s)
+        else:
+            self.poll_failures.labels(cluster).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
