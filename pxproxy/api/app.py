@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from ..config.models import Config
 from ..inventory.store import Inventory
@@ -28,9 +29,7 @@ def build_app(ctx: ApiContext) -> web.Application:
     return app
 
 
-def _edge_middleware(
-    ctx: ApiContext,
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def _edge_middleware(ctx: ApiContext) -> Middleware:
     counter = ctx.metrics.api_requests
     authority = ctx.authority
     loopback = ctx.loopback_listener

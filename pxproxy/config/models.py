@@ -54,7 +54,7 @@ def _address(value: str) -> tuple[str, int]:
         host, sep, port = text[1:].partition("]:")
     else:
         host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"{value!r} is not an address like 127.0.0.1:8081 or [::1]:8081")
     return host or "0.0.0.0", int(port)
 
