@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -32,7 +34,12 @@ def alias_sources(config: Config) -> list[tuple[str, str]]:
 
 
 def make_poller(
-    name: str, cluster: ClusterConfig, inventory: Inventory, config: Config, metrics: Metrics | None
+    name: str,
+    cluster: ClusterConfig,
+    inventory: Inventory,
+    config: Config,
+    metrics: Metrics | None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> tuple[ClusterPoller, PveClient]:
     client = PveClient(cluster)
     resolver = IpResolver(
@@ -40,6 +47,7 @@ def make_poller(
         policy=AddressPolicy(cluster.ips),
         concurrency=cluster.resolve_concurrency,
         refresh_s=cluster.ip_refresh,
+        clock=clock,
     )
     poller = ClusterPoller(
         name,

@@ -1,0 +1,66 @@
+"""Helpers shared by the conformance and end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from pxproxy.config.models import ClusterConfig
+from pxproxy.pve.tls import fingerprint_of_der
+
+from .fakes import TestPve
+
+HOST = "127.0.0.1"
+
+
+class Pki:
+    def __init__(self, certfile: str, keyfile: str, der: bytes) -> None:
+        self.certfile = certfile
+        self.keyfile = keyfile
+        self.fingerprint = fingerprint_of_der(der)
+
+
+def cluster_config(pve: TestPve, pki: Pki, **overrides: object) -> ClusterConfig:
+    """Password login pinned to the fake's certificate, unless overridden."""
+    data: dict[str, object] = {
+        "url": pve.url,
+        "username": "root@pam",
+        "password": "secret",
+        "tls": {"fingerprint": pki.fingerprint},
+        "poll_interval": "0.2s",
+        "backoff_max": "0.5s",
+        "timeout": "5s",
+    }
+    data.update(overrides)
+    return ClusterConfig.model_validate(data)
+
+
+def token_config(pve: TestPve, pki: Pki, **overrides: object) -> ClusterConfig:
+    pve.apitokens["pxproxy@pve!daemon"] = "s3cr3t-token-value"
+    base: dict[str, object] = {
+        "username": None,
+        "password": None,
+        "token_id": "pxproxy@pve!daemon",
+        "secret": "s3cr3t-token-value",
+    }
+    base.update(overrides)
+    return cluster_config(pve, pki, **base)
+
+
+async def wait_for(
+    predicate: Callable[[], bool | Awaitable[bool]], timeout_s: float = 10.0, what: str = ""
+) -> None:
+    """Poll a condition until it holds; fail with `what` after the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s}s waiting for {what or predicate}")
+        await asyncio.sleep(0.02)
