@@ -47,7 +47,11 @@ def _edge_middleware(ctx: ApiContext) -> Middleware:
                 exc, {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
             )
         except web.HTTPException as exc:
-            response = problem_response(ApiError(exc.status, exc.reason, exc.text or exc.reason))
+            allow = exc.headers.get("Allow")  # a 405 must say which methods are allowed
+            response = problem_response(
+                ApiError(exc.status, exc.reason, exc.text or exc.reason),
+                {"Allow": allow} if allow else None,
+            )
         except Exception:
             log.exception("unhandled error in %s %s", request.method, request.path)
             response = problem_response(

@@ -156,6 +156,14 @@ class ClusterConfig(Strict):
         return self
 
 
+def _ref_text(value: object) -> object:
+    """A vmid written as a YAML number (`guest: 101`) is a guest ref like any other."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+GuestRef = Annotated[str, BeforeValidator(_ref_text)]
+
+
 class GuestExtras(Strict):
     aliases: tuple[str, ...] = ()
 
@@ -172,7 +180,7 @@ class ApiToken(Strict):
     name: str
     secret: SecretStr
     scopes: tuple[Scope, ...] = ("read",)
-    guests: tuple[str, ...] = ("*",)
+    guests: tuple[GuestRef, ...] = ("*",)
 
     @field_validator("name")
     @classmethod
@@ -213,7 +221,7 @@ class IdleConfig(Strict):
     stop_method: StopMethod = "shutdown"
     wake_timeout: Seconds = 120.0
     ready: ReadyCheck = ReadyCheck()
-    depends_on: tuple[str, ...] = ()
+    depends_on: tuple[GuestRef, ...] = ()
 
 
 def _hosts(value: object) -> object:
@@ -223,16 +231,11 @@ def _hosts(value: object) -> object:
 class RouteConfig(Strict):
     host: Annotated[tuple[str, ...] | None, BeforeValidator(_hosts)] = None
     listen: ListenAddress | None = None
-    guest: str
+    guest: GuestRef
     port: int = Field(ge=1, le=65535)
     scheme: Literal["http", "https"] = "http"
     path_prefix: str | None = None
     idle: IdleConfig | None = None
-
-    @field_validator("guest", mode="before")
-    @classmethod
-    def _guest(cls, value: object) -> object:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _kind(self) -> RouteConfig:
@@ -246,22 +249,31 @@ class RouteConfig(Strict):
 
 
 class Config(Strict):
-    proxmox: tuple[ClusterConfig, ...] = Field(min_length=1)
+    proxmox: tuple[ClusterConfig, ...]
     listen: ListenConfig = ListenConfig()
-    guests: dict[str, GuestExtras] = {}
+    guests: dict[GuestRef, GuestExtras] = {}
     api: ApiConfig = ApiConfig()
     routes: tuple[RouteConfig, ...] = ()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    @model_validator(mode="after")
-    def _cluster_names(self) -> Config:
-        names = [c.name for c in self.proxmox]
-        if len(self.proxmox) > 1 and any(n is None for n in names):
-            raise ValueError("with several clusters each needs a name")
+    # A field validator (not Field(min_length=1) or a model validator): its errors carry the
+    # key path "proxmox", and it only runs when every entry is valid, so an invalid entry is
+    # not also reported as "at least 1 item after validation".
+    @field_validator("proxmox")
+    @classmethod
+    def _clusters(cls, value: tuple[ClusterConfig, ...]) -> tuple[ClusterConfig, ...]:
+        if not value:
+            raise ValueError("needs at least one cluster")
+        names = [c.name for c in value]
+        unnamed = [f"proxmox[{i}]" for i, n in enumerate(names) if n is None]
+        if len(value) > 1 and unnamed:
+            raise ValueError(
+                f"with several clusters each needs a name; missing in {', '.join(unnamed)}"
+            )
         dupes = sorted({n for n in names if n is not None and names.count(n) > 1})
         if dupes:
             raise ValueError(f"cluster names must be unique: {', '.join(dupes)}")
-        return self
+        return value
 
     def cluster_names(self) -> list[str]:
         """Each cluster's label: its name, else the host of its URL."""

@@ -95,7 +95,8 @@ class IpResolver:
             state = self._state.get(g.id)
             if state is None:
                 self._state[g.id] = _State(g.status, g.uptime)
-                due.append(g)
+                if g.status != "unknown":
+                    due.append(g)
                 continue
             if g.status == "unknown":
                 continue  # node offline: keep what we knew, ask when it is back

@@ -16,8 +16,12 @@ from typing import Literal, NamedTuple
 from .model import Guest, Node
 
 LookupKind = Literal["ip", "host", "alias", "ref"]
-_REF_CLUSTER_RE = re.compile(r"^(?P<cluster>[^:/\s]+):(?P<vmid>\d+)$")
-_REF_NODE_RE = re.compile(r"^(?P<node>[^:/\s]+)/(?P<vmid>\d+)$")
+# ASCII digits only, at most 9 (PVE vmids end at 999999999): str.isdigit() and \d also accept
+# "²" or Arabic-Indic digits, and int() refuses those or strings beyond 4300 digits.
+_VMID = r"[0-9]{1,9}"
+_VMID_RE = re.compile(_VMID)
+_REF_CLUSTER_RE = re.compile(rf"^(?P<cluster>[^:/\s]+):(?P<vmid>{_VMID})$")
+_REF_NODE_RE = re.compile(rf"^(?P<node>[^:/\s]+)/(?P<vmid>{_VMID})$")
 
 
 class Match(NamedTuple):
@@ -212,7 +216,7 @@ class Snapshot:
     def lookup_ref(self, ref: str) -> Match:
         """A guest by name | vmid | node/vmid | cluster:vmid | lxc/101."""
         text = ref.strip()
-        if text.isdigit():
+        if _VMID_RE.fullmatch(text):
             vmid = int(text)
             return Match(tuple(g for c in self._each() if (g := c.by_vmid.get(vmid))))
         if m := _REF_CLUSTER_RE.match(text):
