@@ -57,6 +57,7 @@ def make_poller(
         settings=PollSettings(cluster.poll_interval, cluster.backoff_max, cluster.node_refresh),
         extra_aliases=alias_sources(config),
         on_poll=metrics.on_poll if metrics else None,
+        clock=clock,
     )
     return poller, client
 

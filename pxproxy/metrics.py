@@ -86,6 +86,22 @@ class Metrics:
             registry=self.registry,
         )
 
+        # labels() takes a lock and hashes every call; hot paths reuse the children.
+        self._children: dict[tuple[str, str, str], Counter] = {}
+
+    def _child(self, metric: Counter, a: str, b: str) -> Counter:
+        key = (metric._name, a, b)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(a, b)
+        return child
+
+    def count_api(self, endpoint: str, status: int) -> None:
+        self._child(self.api_requests, endpoint, str(status)).inc()
+
+    def count_lookup(self, kind: str, result: str) -> None:
+        self._child(self.lookups, kind, result).inc()
+
     def watch_inventory(
         self, snapshot: Callable[[], Snapshot], clusters: Callable[[], list[str]]
     ) -> None:

@@ -30,7 +30,7 @@ def build_app(ctx: ApiContext) -> web.Application:
 
 
 def _edge_middleware(ctx: ApiContext) -> Middleware:
-    counter = ctx.metrics.api_requests
+    metrics = ctx.metrics
     authority = ctx.authority
     loopback = ctx.loopback_listener
 
@@ -57,7 +57,7 @@ def _edge_middleware(ctx: ApiContext) -> Middleware:
             response = problem_response(
                 ApiError(500, "Internal Server Error", "see the daemon log")
             )
-        counter.labels(endpoint, str(response.status)).inc()
+        metrics.count_api(endpoint, response.status)
         return response
 
     return middleware

@@ -51,6 +51,7 @@ class ClusterPoller:
         settings: PollSettings | None = None,
         extra_aliases: Sequence[tuple[str, str]] = (),
         on_poll: Callable[[str, float, bool], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self._client = client
@@ -59,6 +60,7 @@ class ClusterPoller:
         self._settings = settings or PollSettings()
         self._extra_aliases = tuple(extra_aliases)
         self._on_poll = on_poll
+        self._clock = clock
         self._status: ClusterStatus | None = None
         self._status_at = float("-inf")
         self._node_names: frozenset[str] = frozenset()
@@ -109,7 +111,7 @@ class ClusterPoller:
         body = await self._client.cluster_resources_raw()
         resources = parse_resources(body, self.name)
         names = frozenset(n.name for n in resources.nodes)
-        if names != self._node_names or time.monotonic() - self._status_at >= (
+        if names != self._node_names or self._clock() - self._status_at >= (
             self._settings.node_refresh_s
         ):
             await self._refresh_node_pool()
@@ -141,7 +143,7 @@ class ClusterPoller:
                 )
         except PvePermissionError as exc:
             self._status_warning = f"cannot read /cluster/status ({exc}): node IPs unknown"
-        self._status_at = time.monotonic()
+        self._status_at = self._clock()
 
     def _build(self, raw_guests: list[Guest], node_entries: list[NodeEntry]) -> ClusterSnapshot:
         resolver = self._resolver

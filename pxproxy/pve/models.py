@@ -20,7 +20,7 @@ def as_int(value: object, default: int = 0) -> int:
         except ValueError:
             try:
                 return int(float(value))
-            except ValueError:
+            except (ValueError, OverflowError):  # "nan"; "1e999", "-inf" and huge digit strings
                 return default
     return default
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +30,17 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(
         status=status, text=json.dumps(data, separators=(",", ":")), content_type="application/json"
     )
+
+
+@lru_cache(maxsize=32768)
+def guest_json(guest: Guest) -> str:
+    """A guest's JSON text. Guests are immutable values, so equal guests share one encoding;
+    stats change every poll, and the LRU drops the old ones."""
+    return json.dumps(guest.to_json(), separators=(",", ":"))
+
+
+def json_text_response(text: str, status: int = 200) -> web.Response:
+    return web.Response(status=status, text=text, content_type="application/json")
 
 
 def candidate(guest: Guest) -> dict[str, Any]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..problems import bad_request
-from ._common import context, json_response, one_guest, require
+from ._common import context, guest_json, json_text_response, one_guest, require
 
 _FILTERS = ("cluster", "node", "type", "status", "name")
 
@@ -22,11 +22,11 @@ async def list_guests(request: web.Request) -> web.Response:
     if "tag" in request.query:
         tag = request.query["tag"]
         guests = tuple(g for g in guests if tag in g.tags)
-    return json_response([g.to_json() for g in guests])
+    return json_text_response("[" + ",".join(guest_json(g) for g in guests) + "]")
 
 
 async def get_guest(request: web.Request) -> web.Response:
     require(request, "read")
     ref = request.match_info["ref"]
     guest = one_guest(context(request).inventory.snapshot.lookup_ref(ref), f"ref {ref!r}")
-    return json_response(guest.to_json())
+    return json_text_response(guest_json(guest))

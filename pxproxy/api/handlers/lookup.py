@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
 from ..problems import ambiguous, bad_request, not_found
-from ._common import candidate, context, json_response, require
+from ._common import CONTEXT, candidate, guest_json, json_text_response, require
 
 _KINDS = ("ip", "host", "alias")
 _MAX_QUERY = 253  # the longest DNS name
@@ -12,15 +14,15 @@ _MAX_QUERY = 253  # the longest DNS name
 async def lookup(request: web.Request) -> web.Response:
     """Reverse lookup: exactly one of ?ip= ?host= ?alias=."""
     require(request, "read")
-    given = [k for k in _KINDS if k in request.query]
-    extra = sorted(set(request.query) - set(_KINDS))
-    if len(given) != 1 or extra:
+    query = request.query
+    if len(query) != 1:
         raise bad_request("give exactly one of ?ip=, ?host= or ?alias=")
-    kind = given[0]
-    value = request.query[kind]
+    kind, value = next(iter(query.items()))
+    if kind not in _KINDS:
+        raise bad_request(f"unknown parameter {kind!r}: give one of ?ip=, ?host= or ?alias=")
     if not value or len(value) > _MAX_QUERY:
         raise bad_request(f"{kind} must be 1..{_MAX_QUERY} characters")
-    ctx = context(request)
+    ctx = request.app[CONTEXT]
     snap = ctx.inventory.snapshot
     if kind == "ip":
         match = snap.lookup_ip(value)
@@ -30,7 +32,7 @@ async def lookup(request: web.Request) -> web.Response:
         match = snap.lookup_alias(value)
     count = match.total
     result = "found" if count == 1 else "ambiguous" if count else "missing"
-    ctx.metrics.lookups.labels(kind, result).inc()
+    ctx.metrics.count_lookup(kind, result)
     if count == 0:
         raise not_found(f"no guest or node matches {kind} {value!r}", query={kind: value})
     if count > 1:
@@ -39,6 +41,7 @@ async def lookup(request: web.Request) -> web.Response:
             [candidate(g) for g in match.guests]
             + [{"node": n.name, "cluster": n.cluster, "ip": n.ip} for n in match.nodes],
         )
+    head = f'{{"match":"{kind}","query":{json.dumps(value)},'
     if match.guests:
-        return json_response({"match": kind, "query": value, "guest": match.guests[0].to_json()})
-    return json_response({"match": kind, "query": value, "node": match.nodes[0].to_json()})
+        return json_text_response(f'{head}"guest":{guest_json(match.guests[0])}}}')
+    return json_text_response(f'{head}"node":{json.dumps(match.nodes[0].to_json())}}}')
