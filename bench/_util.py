@@ -12,7 +12,9 @@ from pxproxy.config.models import ClusterConfig
 
 
 @contextlib.asynccontextmanager
-async def fake_cluster(guests: int, latency_s: float = 0.0) -> AsyncIterator[str]:
+async def fake_cluster(
+    guests: int, latency_s: float = 0.0, running: float = 0.7
+) -> AsyncIterator[str]:
     """Run bench.fake_cluster in its own process (its CPU must not share our loop)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -22,6 +24,8 @@ async def fake_cluster(guests: int, latency_s: float = 0.0) -> AsyncIterator[str
         str(guests),
         "--latency",
         str(latency_s),
+        "--running",
+        str(running),
         stdout=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None

@@ -30,7 +30,7 @@ def make_resources(guests: int, running_fraction: float = 0.7) -> list[dict[str,
     for i in range(guests):
         vmid = 100 + i
         kind = "lxc" if i % 2 == 0 else "qemu"
-        running = (i % 10) < running_fraction * 10
+        running = (i % 100) < running_fraction * 100
         data.append(
             {
                 "id": f"{kind}/{vmid}",
@@ -62,9 +62,9 @@ def make_resources(guests: int, running_fraction: float = 0.7) -> list[dict[str,
 
 
 class FakeCluster:
-    def __init__(self, guests: int, latency_s: float) -> None:
+    def __init__(self, guests: int, latency_s: float, running_fraction: float = 0.7) -> None:
         self.latency_s = latency_s
-        self.resources = make_resources(guests)
+        self.resources = make_resources(guests, running_fraction)
         self.body = json.dumps({"data": self.resources}).encode()
         self.running = {g["vmid"]: g["status"] == "running" for g in self.resources if "vmid" in g}
         self.counts: Counter[str] = Counter()
@@ -147,8 +147,8 @@ class FakeCluster:
         return web.json_response({"data": {"net0": "name=eth0,bridge=vmbr0,ip=dhcp"}})
 
 
-async def serve(guests: int, latency_s: float, port: int) -> None:
-    fake = FakeCluster(guests, latency_s)
+async def serve(guests: int, latency_s: float, port: int, running: float) -> None:
+    fake = FakeCluster(guests, latency_s, running)
     runner = web.AppRunner(fake.app(), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", port)
@@ -166,9 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--guests", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--running", type=float, default=0.7, help="share of running guests")
     args = parser.parse_args(argv)
     try:
-        asyncio.run(serve(args.guests, args.latency, args.port))
+        asyncio.run(serve(args.guests, args.latency, args.port, args.running))
     except KeyboardInterrupt:
         sys.exit(0)
 
