@@ -160,46 +160,41 @@ async def test_lookup_and_health_follow_proxmox(pve: TestPve, pki: Pki, tmp_path
         assert code == 0
 
 
+async def run_check(config: Path, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    """`pxproxy check -c config`: (exit code, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pxproxy",
+        "check",
+        "-c",
+        str(config),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
 async def test_check_command(pve: TestPve, pki: Pki, tmp_path: Path) -> None:
     pve.apitokens["pxproxy@pve!daemon"] = "daemon-secret"
     pve.add_ct(101, "wiki", status="running", config={"net0": "name=eth0,ip=10.0.0.11/24"})
     config = tmp_path / "pxproxy.yml"
     write_config(config, pve, pki)
     env = dict(os.environ, PVE_TOKEN_SECRET="daemon-secret", OPS_TOKEN=OPS_TOKEN)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pxproxy",
-        "check",
-        "-c",
-        str(config),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 0, err.decode()
-    text = out.decode()
+    code, text, err = await run_check(config, env)
+    assert code == 0, err
     assert "lxc/101" in text
     assert "10.0.0.11" in text
     assert text.rstrip().endswith("ok")
 
     env["PVE_TOKEN_SECRET"] = "wrong"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pxproxy",
-        "check",
-        "-c",
-        str(config),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 1
-    assert "cluster home" in out.decode()
-    assert "401" in out.decode()
+    code, text, _ = await run_check(config, env)
+    assert code == 1
+    assert "cluster home" in text
+    assert "401" in text
 
 
 async def test_check_rejects_bad_config_naming_the_key(tmp_path: Path) -> None:
@@ -209,16 +204,6 @@ async def test_check_rejects_bad_config_naming_the_key(tmp_path: Path) -> None:
         "    tls: {fingerprint: nope}\n",
         encoding="utf-8",
     )
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pxproxy",
-        "check",
-        "-c",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 1
-    assert "proxmox[0].tls.fingerprint" in err.decode()
+    code, _, err = await run_check(config)
+    assert code == 1
+    assert "proxmox[0].tls.fingerprint" in err
