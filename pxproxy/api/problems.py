@@ -9,8 +9,17 @@ from aiohttp import web
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        detail: str,
+        *,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
         super().__init__(detail)
+        self.headers = dict(headers or {})
         self.status = status
         self.title = title
         self.detail = detail

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import NamedTuple
+
 from aiohttp import web
 
 from ._common import CONTEXT
@@ -11,13 +14,23 @@ from .lookup import lookup
 from .metrics import metrics
 from .nodes import list_nodes
 
-__all__ = ["CONTEXT", "add_routes"]
+__all__ = ["CONTEXT", "ROUTES", "Route"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/health", health)
-    router.add_get("/metrics", metrics)
-    router.add_get("/api/v1/guests", list_guests)
-    router.add_get("/api/v1/guests/{ref:.+}", get_guest)
-    router.add_get("/api/v1/lookup", lookup)
-    router.add_get("/api/v1/nodes", list_nodes)
+class Route(NamedTuple):
+    method: str
+    path: str
+    handler: Handler
+    open: bool = False  # answered without authentication
+
+
+ROUTES = (
+    Route("GET", "/health", health, open=True),
+    Route("GET", "/metrics", metrics),
+    Route("GET", "/api/v1/guests", list_guests),
+    Route("GET", "/api/v1/guests/{ref:.+}", get_guest),
+    Route("GET", "/api/v1/lookup", lookup),
+    Route("GET", "/api/v1/nodes", list_nodes),
+)
