@@ -8,8 +8,8 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from ..pve.client import PveClient
 from ..pve.errors import PveError, PvePermissionError
 from ..pve.models import ClusterStatus
 from .ingest import NodeEntry, make_nodes, parse_resources
@@ -20,6 +20,14 @@ from .snapshot import ClusterSnapshot, Snapshot
 log = logging.getLogger(__name__)
 
 JITTER = 0.2
+
+
+class ClusterSource(Protocol):
+    """What polling needs from the Proxmox client (a test can fake it)."""
+
+    async def cluster_resources_raw(self, kind: str | None = None) -> bytes: ...
+
+    async def cluster_status(self) -> ClusterStatus: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +52,7 @@ class ClusterPoller:
     def __init__(
         self,
         name: str,
-        client: PveClient,
+        client: ClusterSource,
         resolver: IpResolver,
         publish: Callable[[ClusterSnapshot], None],
         *,
@@ -83,6 +91,11 @@ class ClusterPoller:
                 raise
             except (PveError, ValueError) as exc:
                 self._failed(str(exc))
+                delay = self._backoff_s()
+            except Exception as exc:
+                # A bug must not end polling for good: log it, serve stale, try again.
+                log.exception("cluster %s: unexpected error while polling", self.name)
+                self._failed(f"internal error: {type(exc).__name__}: {exc}")
                 delay = self._backoff_s()
             else:
                 delay = max(0.0, self._settings.interval_s - (loop.time() - started))
