@@ -6,6 +6,7 @@ import pytest
 from fakepve.certs import make_cert
 
 from .fakes import TestPve
+from .peers import FakePvePeer, Peer
 from .support import HOST, Pki
 
 
@@ -23,5 +24,17 @@ async def pve(pki: Pki) -> AsyncIterator[TestPve]:
     await fake.start(pki.certfile, pki.keyfile)
     try:
         yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture(params=["fakepve"])
+async def peer(request: pytest.FixtureRequest, pki: Pki) -> AsyncIterator[Peer]:
+    """Each Proxmox peer in turn, empty but for node pve1."""
+    fake = TestPve(user="root@pam", password="secret", host=HOST, port=0)
+    fake.time_scale = 0
+    await fake.start(pki.certfile, pki.keyfile)
+    try:
+        yield FakePvePeer(fake, pki.fingerprint)
     finally:
         await fake.stop()
