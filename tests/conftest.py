@@ -5,8 +5,12 @@ from collections.abc import AsyncIterator
 import pytest
 from fakepve.certs import make_cert
 
+from pxproxy.lab.certs import LabCertificate, make_certificate
+from pxproxy.lab.server import LabServer
+from pxproxy.lab.state import LabCluster
+
 from .fakes import TestPve
-from .peers import FakePvePeer, Peer
+from .peers import FakePvePeer, LabPeer, Peer
 from .support import HOST, Pki
 
 
@@ -28,9 +32,40 @@ async def pve(pki: Pki) -> AsyncIterator[TestPve]:
         await fake.stop()
 
 
-@pytest.fixture(params=["fakepve"])
-async def peer(request: pytest.FixtureRequest, pki: Pki) -> AsyncIterator[Peer]:
+@pytest.fixture(scope="session")
+def lab_certificate() -> LabCertificate:
+    """One certificate for every lab in the session: making a key per test is slow."""
+    return make_certificate((HOST,))
+
+
+@pytest.fixture
+async def lab_server(lab_certificate: LabCertificate) -> AsyncIterator[LabServer]:
+    """An empty lab (node pve1, no guests) serving on a free port; add guests and faults."""
+    cluster = LabCluster()
+    cluster.add_node("pve1")
+    server = LabServer(cluster, host=HOST, port=0, certificate=lab_certificate)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+@pytest.fixture(params=["fakepve", "lab"])
+async def peer(
+    request: pytest.FixtureRequest, pki: Pki, lab_certificate: LabCertificate
+) -> AsyncIterator[Peer]:
     """Each Proxmox peer in turn, empty but for node pve1."""
+    if request.param == "lab":
+        cluster = LabCluster()
+        cluster.add_node("pve1")
+        server = LabServer(cluster, host=HOST, port=0, certificate=lab_certificate)
+        await server.start()
+        try:
+            yield LabPeer(server)
+        finally:
+            await server.stop()
+        return
     fake = TestPve(user="root@pam", password="secret", host=HOST, port=0)
     fake.time_scale = 0
     await fake.start(pki.certfile, pki.keyfile)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from pxproxy.lab.server import LabServer
+
 from .fakes import TestPve
 
 
@@ -20,8 +22,15 @@ class Peer(Protocol):
     def add_node(self, node: str) -> None: ...
 
     def add_ct(
-        self, vmid: int, name: str, *, node: str = "pve1", running: bool = False, cidr: str = ""
-    ) -> None: ...
+        self,
+        vmid: int,
+        name: str,
+        *,
+        node: str = "pve1",
+        running: bool = False,
+        static: bool = False,
+    ) -> None:
+        """A container; `static`: its address is in its config (else DHCP)."""
 
     def add_vm(
         self,
@@ -30,9 +39,13 @@ class Peer(Protocol):
         *,
         node: str = "pve1",
         running: bool = False,
-        agent_ips: tuple[str, ...] | None = None,
-        cloudinit_cidr: str = "",
-    ) -> None: ...
+        agent: bool = False,
+        cloudinit: bool = False,
+    ) -> None:
+        """A VM reporting addresses through its guest agent, or cloud-init config, or neither."""
+
+    def addresses(self, vmid: int) -> tuple[str, ...]:
+        """The addresses the peer gave the guest, as pxproxy should resolve them."""
 
     def set_node_offline(self, node: str) -> None: ...
 
@@ -48,6 +61,10 @@ class Peer(Protocol):
     def count(self, suffix: str, method: str = "GET") -> int: ...
 
 
+def _v4(prefix: str, vmid: int) -> str:
+    return f"{prefix}.{vmid // 256 % 256}.{vmid % 256}"
+
+
 class FakePvePeer:
     name = "fakepve"
 
@@ -56,6 +73,7 @@ class FakePvePeer:
         self.url = pve.url
         self.fingerprint = fingerprint
         self.root_password = "secret"
+        self._addresses: dict[int, tuple[str, ...]] = {}
 
     def add_token(self, tokenid: str, secret: str) -> None:
         self.pve.apitokens[tokenid] = secret
@@ -64,12 +82,27 @@ class FakePvePeer:
         self.pve.add_node(node)
 
     def add_ct(
-        self, vmid: int, name: str, *, node: str = "pve1", running: bool = False, cidr: str = ""
+        self,
+        vmid: int,
+        name: str,
+        *,
+        node: str = "pve1",
+        running: bool = False,
+        static: bool = False,
     ) -> None:
-        net = f"name=eth0,bridge=vmbr0,ip={cidr or 'dhcp'}"
+        ip = _v4("10.0", vmid)
+        net = f"name=eth0,bridge=vmbr0,ip={ip + '/24' if static else 'dhcp'}"
         self.pve.add_ct(
             vmid, name, node=node, status="running" if running else "stopped", config={"net0": net}
         )
+        if static:
+            self._addresses[vmid] = (ip,)
+        elif running:
+            # fakepve derives /interfaces from the config; give the DHCP lease explicitly.
+            self.pve.interfaces_override[vmid] = [
+                {"name": "eth0", "inet": f"{ip}/24", "hwaddr": "bc:24:11:00:00:01"}
+            ]
+            self._addresses[vmid] = (ip,)
 
     def add_vm(
         self,
@@ -78,29 +111,32 @@ class FakePvePeer:
         *,
         node: str = "pve1",
         running: bool = False,
-        agent_ips: tuple[str, ...] | None = None,
-        cloudinit_cidr: str = "",
+        agent: bool = False,
+        cloudinit: bool = False,
     ) -> None:
-        config = {"ipconfig0": f"ip={cloudinit_cidr}"} if cloudinit_cidr else {}
+        config = {"ipconfig0": f"ip={_v4('10.2', vmid)}/24"} if cloudinit else {}
         vm = self.pve.add_vm(
             vmid, name, node=node, status="running" if running else "stopped", config=config
         )
-        if agent_ips is not None:
+        if cloudinit:
+            self._addresses[vmid] = (_v4("10.2", vmid),)
+        if agent:
+            ip = _v4("10.1", vmid)
             vm.agent = {
                 "interfaces": [
                     {
                         "name": "eth0",
                         "ip-addresses": [
-                            {
-                                "ip-address": ip,
-                                "ip-address-type": "ipv6" if ":" in ip else "ipv4",
-                                "prefix": 64 if ":" in ip else 24,
-                            }
-                            for ip in agent_ips
+                            {"ip-address": ip, "ip-address-type": "ipv4", "prefix": 24}
                         ],
                     }
                 ]
             }
+            if running:
+                self._addresses[vmid] = (ip,)
+
+    def addresses(self, vmid: int) -> tuple[str, ...]:
+        return self._addresses.get(vmid, ())
 
     def set_node_offline(self, node: str) -> None:
         self.pve.set_node_offline(node)
@@ -119,3 +155,83 @@ class FakePvePeer:
 
     def count(self, suffix: str, method: str = "GET") -> int:
         return self.pve.count(suffix, method)
+
+
+class LabPeer:
+    name = "lab"
+
+    def __init__(self, server: LabServer) -> None:
+        self.server = server
+        self.lab = server.cluster
+        self.url = server.url
+        self.fingerprint = server.fingerprint
+        self.root_password = server.credentials.root_password
+
+    def add_token(self, tokenid: str, secret: str) -> None:
+        self.server.access.tokens[tokenid] = secret
+
+    def add_node(self, node: str) -> None:
+        self.lab.add_node(node)
+
+    def add_ct(
+        self,
+        vmid: int,
+        name: str,
+        *,
+        node: str = "pve1",
+        running: bool = False,
+        static: bool = False,
+    ) -> None:
+        self.lab.add_guest(
+            vmid,
+            "lxc",
+            name,
+            node,
+            status="running" if running else "stopped",
+            static_ip=static,
+            boot_time_s=0.0,
+        )
+
+    def add_vm(
+        self,
+        vmid: int,
+        name: str,
+        *,
+        node: str = "pve1",
+        running: bool = False,
+        agent: bool = False,
+        cloudinit: bool = False,
+    ) -> None:
+        self.lab.add_guest(
+            vmid,
+            "qemu",
+            name,
+            node,
+            status="running" if running else "stopped",
+            agent=agent,
+            static_ip=cloudinit,
+            boot_time_s=0.0,
+        )
+
+    def addresses(self, vmid: int) -> tuple[str, ...]:
+        g = self.lab.guests[vmid]
+        known = g.static_ip or (g.status == "running" and (g.type == "lxc" or g.agent))
+        return (g.ip,) if known else ()
+
+    def set_node_offline(self, node: str) -> None:
+        self.lab.set_node_online(node, False)
+
+    def expire_tickets(self) -> None:
+        self.server.access.expire_tickets()
+
+    def restrict(self, user: str, path: str, *privileges: str) -> None:
+        self.server.access.grant(user, path, *privileges)
+
+    def fail_start(self, vmid: int, message: str) -> None:
+        self.lab.guests[vmid].fail_start = message
+
+    def status(self, vmid: int) -> str:
+        return self.lab.guests[vmid].status
+
+    def count(self, suffix: str, method: str = "GET") -> int:
+        return self.server.api.count(suffix, method)

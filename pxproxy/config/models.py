@@ -89,6 +89,9 @@ class IpPolicy(Strict):
     families: tuple[Literal["ipv4", "ipv6"], ...] = ("ipv4", "ipv6")
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    # Keep 127.0.0.0/8 addresses other than 127.0.0.1 (every guest's own lo); the lab's guests
+    # live on such addresses. Off for real clusters.
+    loopback: bool = False
 
     @field_validator("include", "exclude")
     @classmethod

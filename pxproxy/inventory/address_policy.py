@@ -10,6 +10,7 @@ from ..pve.interfaces import is_usable_address
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+_LO = ipaddress.IPv4Address("127.0.0.1")
 
 
 class AddressPolicy:
@@ -18,6 +19,7 @@ class AddressPolicy:
 
     def __init__(self, policy: IpPolicy | None = None) -> None:
         policy = policy or IpPolicy()
+        self._loopback = policy.loopback
         self._v4 = "ipv4" in policy.families
         self._v6 = "ipv6" in policy.families
         self._include: tuple[Network, ...] = tuple(
@@ -28,7 +30,9 @@ class AddressPolicy:
         )
 
     def keeps(self, addr: Address) -> bool:
-        if not is_usable_address(addr):
+        if not is_usable_address(addr) and not (
+            self._loopback and addr.version == 4 and addr.is_loopback and addr != _LO
+        ):
             return False
         if not (self._v4 if addr.version == 4 else self._v6):
             return False

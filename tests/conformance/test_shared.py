@@ -33,6 +33,7 @@ def password_cfg(peer: Peer, **overrides: object) -> ClusterConfig:
         "password": peer.root_password,
         "tls": {"fingerprint": peer.fingerprint},
         "timeout": "5s",
+        "ips": {"loopback": True},  # the lab's guests live on 127.x addresses
     }
     data.update(overrides)
     return ClusterConfig.model_validate(data)
@@ -170,7 +171,7 @@ async def test_permission_error_names_the_privilege(peer: Peer) -> None:
 
 async def test_offline_node(peer: Peer) -> None:
     peer.add_node("pve2")
-    peer.add_ct(101, "wiki", node="pve2", running=True, cidr="10.0.0.11/24")
+    peer.add_ct(101, "wiki", node="pve2", running=True, static=True)
     peer.set_node_offline("pve2")
     async with PveClient(password_cfg(peer)) as client:
         resources = parse_resources(await client.cluster_resources_raw(), "c")
@@ -201,10 +202,12 @@ async def test_resources_and_cluster_status_shapes(peer: Peer) -> None:
 
 
 async def test_addresses_from_every_source(peer: Peer) -> None:
-    peer.add_ct(101, "static", cidr="10.0.0.11/24")
-    peer.add_ct(102, "live", running=True, cidr="10.0.0.12/24")
-    peer.add_vm(200, "agent", running=True, agent_ips=("10.0.1.200", "2001:db8::200"))
-    peer.add_vm(201, "cloudinit", running=True, cloudinit_cidr="10.0.1.201/24")
+    peer.add_ct(102, "static", static=True)
+    peer.add_ct(103, "live", running=True)
+    peer.add_ct(105, "stopped-dhcp")
+    peer.add_vm(200, "agent", running=True, agent=True)
+    peer.add_vm(202, "cloudinit", running=True, cloudinit=True)
+    peer.add_vm(203, "nothing", running=True)
     cfg = password_cfg(peer)
     inventory = Inventory()
     poller, client = make_poller("c", cfg, inventory, Config(proxmox=(cfg,)), None)
@@ -213,7 +216,10 @@ async def test_addresses_from_every_source(peer: Peer) -> None:
     finally:
         await client.close()
     got = {g.vmid: (g.ips, g.ip_source) for g in inventory.snapshot.guests}
-    assert got[101] == (("10.0.0.11",), "config")
-    assert got[102] == (("10.0.0.12",), "interfaces")
-    assert got[200] == (("10.0.1.200", "2001:db8::200"), "agent")
-    assert got[201] == (("10.0.1.201",), "config")
+    assert got[102] == (peer.addresses(102), "config")
+    assert got[103] == (peer.addresses(103), "interfaces")
+    assert got[105] == ((), None)
+    assert got[200] == (peer.addresses(200), "agent")
+    assert got[202] == (peer.addresses(202), "config")
+    assert got[203] == ((), None)
+    assert all(got[v][0] for v in (102, 103, 200, 202))

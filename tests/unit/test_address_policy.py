@@ -96,3 +96,13 @@ def test_non_strict_networks_accepted() -> None:
 def test_policy_rejects_bad_networks(bad: str) -> None:
     with pytest.raises(ValueError, match="is not a network"):
         IpPolicy(include=(bad,))
+
+
+def test_loopback_option_keeps_lab_addresses_but_not_lo() -> None:
+    keep = AddressPolicy(IpPolicy(loopback=True))
+    plain = AddressPolicy(IpPolicy())
+    lab = ip_address("127.10.0.101")
+    assert keep.keeps(lab)
+    assert not plain.keeps(lab)
+    assert not keep.keeps(ip_address("127.0.0.1"))
+    assert not keep.keeps(ip_address("::1"))

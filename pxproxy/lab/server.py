@@ -1,0 +1,87 @@
+"""The lab as one running thing: cluster state, the guests' servers, and the HTTPS API."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from .access import LabAccess
+from .api import LabApi
+from .certs import LabCertificate, make_certificate
+from .guest_servers import GuestServers
+from .state import LabCluster
+
+TOKEN_ID = "pxproxy@pve!lab"
+
+
+@dataclass(frozen=True, slots=True)
+class LabCredentials:
+    root_password: str
+    token_id: str
+    token_secret: str
+
+
+class LabServer:
+    """Start with `await start()`, stop with `await stop()`; everything it opened is closed."""
+
+    def __init__(
+        self,
+        cluster: LabCluster,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8006,
+        root_password: str | None = None,
+        token_secret: str | None = None,
+        latency_s: float = 0.0,
+        certificate: LabCertificate | None = None,
+    ) -> None:
+        self.cluster = cluster
+        self.servers = GuestServers()
+        cluster.runtime = self.servers
+        self.credentials = LabCredentials(
+            root_password=root_password or secrets.token_urlsafe(12),
+            token_id=TOKEN_ID,
+            token_secret=token_secret or secrets.token_urlsafe(24),
+        )
+        self.access = LabAccess(
+            users={"root@pam": self.credentials.root_password},
+            tokens={TOKEN_ID: self.credentials.token_secret},
+        )
+        self.api = LabApi(cluster, self.access, latency_s=latency_s)
+        self.host = host
+        self.port = port
+        self.certificate = certificate or make_certificate((host,))
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"https://{host}:{self.port}"
+
+    @property
+    def fingerprint(self) -> str:
+        return self.certificate.fingerprint
+
+    async def start(self) -> None:
+        await self.cluster.open()
+        self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner,
+            self.host,
+            self.port,
+            ssl_context=self.certificate.server_context(),
+            reuse_address=True,
+        )
+        await site.start()
+        if not self.port:
+            self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.cluster.close()
+        await self.servers.close_all()
