@@ -1,4 +1,4 @@
-"""Command line: `pxproxy run | check`."""
+"""Command line: `pxproxy run | check | demo | lab`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .config.durations import parse_duration
 from .config.loader import ConfigError, config_path, load_config
 from .runtime import run, setup_logging
 
@@ -28,6 +29,48 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return run(check(config, sys.stdout))
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+    from .lab.run import LabSetupError
+
+    setup_logging("warning")
+    try:
+        run(run_demo(args.proxy, args.api, args.token, sys.stdout))
+    except LabSetupError as exc:
+        print(f"pxproxy demo: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"pxproxy demo: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _cmd_lab(args: argparse.Namespace) -> int:
+    from .lab.run import LabSetupError, run_lab
+
+    setup_logging("warning")
+    try:
+        run(
+            run_lab(args.listen, args.guests, args.nodes, args.boot_time, args.scenario, sys.stdout)
+        )
+    except LabSetupError as exc:
+        print(f"pxproxy lab: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"pxproxy lab: cannot listen on {args.listen}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pxproxy", description="Proxmox VE companion for reverse proxies."
@@ -45,6 +88,30 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"config file (default: $PXPROXY_CONFIG, else {config_path(None)})",
         )
         cmd.set_defaults(func=func)
+    demo = sub.add_parser(
+        "demo",
+        help="the lab and the daemon together, with a generated config",
+        description="Start a simulated Proxmox cluster and pxproxy against it; print what to try.",
+    )
+    demo.add_argument(
+        "--proxy", default="127.0.0.1:8080", help="proxy listener (default %(default)s)"
+    )
+    demo.add_argument("--api", default="127.0.0.1:8081", help="API listener (default %(default)s)")
+    demo.add_argument("--token", help="API bearer token (default: a random one, printed once)")
+    demo.set_defaults(func=_cmd_demo)
+    lab = sub.add_parser(
+        "lab",
+        help="the simulated Proxmox cluster alone",
+        description="Serve a Proxmox-compatible API whose guests answer on loopback addresses.",
+    )
+    lab.add_argument("--listen", default="127.0.0.1:8006", help="address (default %(default)s)")
+    lab.add_argument("--guests", type=int, default=8, help="guests (default %(default)s)")
+    lab.add_argument("--nodes", type=int, default=2, help="nodes (default %(default)s)")
+    lab.add_argument(
+        "--boot-time", type=_seconds, default=2.0, help="how long a start takes (default 2s)"
+    )
+    lab.add_argument("--scenario", help="YAML/JSON file with nodes and guests")
+    lab.set_defaults(func=_cmd_lab)
     return parser
 
 

@@ -13,7 +13,7 @@ import socket
 import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import WSMsgType, web
 
@@ -96,10 +96,10 @@ class _CountingProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._live.connections.add(transport)
-        self._inner.connection_made(_CountingTransport(transport, self._guest))
+        # uvloop's transports do not subclass asyncio.Transport but have its interface.
+        self._transport = cast(asyncio.Transport, transport)
+        self._live.connections.add(self._transport)
+        self._inner.connection_made(_CountingTransport(self._transport, self._guest))
 
     def data_received(self, data: bytes) -> None:
         self._guest.netin += len(data)
@@ -127,9 +127,9 @@ class _TcpEcho(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
-        self._live.connections.add(transport)
+        # uvloop's transports do not subclass asyncio.Transport but have its interface.
+        self._transport = cast(asyncio.Transport, transport)
+        self._live.connections.add(self._transport)
 
     def data_received(self, data: bytes) -> None:
         assert self._transport is not None

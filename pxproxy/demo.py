@@ -1,0 +1,125 @@
+"""`pxproxy demo`: the lab and the daemon together, with a generated config."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import signal
+from typing import Any, TextIO
+
+from .config.loader import ConfigError
+from .config.models import Config, split_address
+from .daemon import Daemon
+from .lab.server import LabServer
+from .lab.state import LabCluster
+
+DEMO_DOMAIN = "demo.localhost"
+FIRST_POLL_TIMEOUT_S = 30.0
+
+
+def demo_config(lab: LabServer, proxy: str, api: str, token: str) -> Config:
+    """Routes for every guest under *.demo.localhost; idle-watch on the stopped ones."""
+    routes: list[dict[str, Any]] = []
+    for g in sorted(lab.cluster.guests.values(), key=lambda g: g.vmid):
+        route: dict[str, Any] = {
+            "host": f"{g.name}.{DEMO_DOMAIN}",
+            "guest": f"{g.node}/{g.vmid}",
+            "port": g.ports[0],
+        }
+        if g.status != "running":
+            route["idle"] = {"timeout": "2m", "wake_timeout": "1m", "stop_method": "shutdown"}
+        routes.append(route)
+    data = {
+        "proxmox": [
+            {
+                "name": "lab",
+                "url": lab.url,
+                "token_id": lab.credentials.token_id,
+                "secret": lab.credentials.token_secret,
+                "username": "root@pam",
+                "password": lab.credentials.root_password,
+                "tls": {"fingerprint": lab.fingerprint},
+                "poll_interval": "2s",
+                "ips": {"loopback": True},  # the lab's guests live on 127.x addresses
+            }
+        ],
+        "listen": {"proxy": proxy, "api": api},
+        "api": {"tokens": [{"name": "demo", "secret": token, "scopes": ["read", "power", "exec"]}]},
+        "routes": routes,
+    }
+    try:
+        return Config.model_validate(data)
+    except ValueError as exc:
+        raise ConfigError(f"demo: {exc}") from None
+
+
+def instructions(lab: LabServer, daemon: Daemon, config: Config, token: str) -> str:
+    host, _ = split_address(config.listen.api)
+    api = f"http://{host}:{daemon.api_port}"
+    auth = f'-H "Authorization: Bearer {token}"'
+    guests = sorted(lab.cluster.guests.values(), key=lambda g: g.vmid)
+    running = next((g for g in guests if g.status == "running"), None)
+    sleeping = next((g for g in guests if g.status != "running"), None)
+    lines = [
+        "pxproxy demo is running.",
+        f"  lab (simulated Proxmox VE): {lab.url}",
+        f"    TLS fingerprint {lab.fingerprint}",
+        f"    root@pam password {lab.credentials.root_password}",
+        f"  pxproxy management API: {api}",
+        f"    bearer token (shown once): {token}",
+        "",
+        "Try:",
+        f"  curl -s {api}/health",
+        f"  curl -s {auth} {api}/api/v1/guests",
+        f"  curl -s {auth} {api}/api/v1/nodes",
+    ]
+    if running is not None:
+        lines += [
+            f'  curl -s {auth} "{api}/api/v1/lookup?host={running.name}.{DEMO_DOMAIN}"',
+            f'  curl -s {auth} "{api}/api/v1/lookup?ip={running.ip}"',
+            f"  curl -s http://{running.ip}:{running.ports[0]}/"
+            f"      # {running.name} itself, on its own address",
+        ]
+    if sleeping is not None:
+        lines += [
+            f"  {sleeping.name} (vmid {sleeping.vmid}) is stopped: "
+            f"curl -s {auth} {api}/api/v1/guests/{sleeping.vmid}",
+        ]
+    lines += [
+        "",
+        f"Routes (configured; the proxy on {config.listen.proxy} and wake-on-request come with",
+        "the reverse proxy, stats and journal streams with the streams feature):",
+    ]
+    for route in config.routes:
+        lines.append(
+            f"  {', '.join(route.host or ())} -> {route.guest}:{route.port}"
+            + ("  (idle-watch)" if route.idle else "")
+        )
+    lines += ["", "Ctrl-C stops the demo and everything it started."]
+    return "\n".join(lines) + "\n"
+
+
+async def run_demo(proxy: str, api: str, token: str | None, out: TextIO) -> None:
+    token = token or secrets.token_urlsafe(24)
+    lab = LabServer(LabCluster.default(guests=8, nodes=2, boot_time_s=2.0), port=0)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await lab.start()
+    daemon: Daemon | None = None
+    try:
+        config = demo_config(lab, proxy, api, token)
+        daemon = Daemon(config)
+        await daemon.start()
+        await daemon.inventory.wait_until(
+            lambda s: "lab" in s.clusters and any(g.ips for g in s.guests),
+            FIRST_POLL_TIMEOUT_S,
+        )
+        out.write(instructions(lab, daemon, config, token))
+        out.flush()
+        await stop.wait()
+    finally:
+        if daemon is not None:
+            await daemon.stop()
+        await lab.stop()
