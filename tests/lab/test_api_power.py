@@ -112,5 +112,5 @@ async def test_stopped_guest_refuses(lab_server: LabServer, action: str) -> None
     async with client_for(lab_server) as client:
         upid = await client.guest_action("lxc", "pve1", 105, action)
         assert (await client.wait_task(upid, 10)).ok
-    with pytest.raises(OSError):
+    with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection(guest.ip, 8080)

@@ -1,0 +1,128 @@
+"""`pxproxy demo` and `pxproxy lab` as a user runs them: subprocesses, printed instructions that
+work, Ctrl-C that cleans up."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import sys
+
+import aiohttp
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def read_until(stream: asyncio.StreamReader, marker: str, timeout_s: float = 60) -> str:
+    text = ""
+    async with asyncio.timeout(timeout_s):
+        while marker not in text:
+            line = await stream.readline()
+            if not line:
+                pytest.fail(f"process ended before printing {marker!r}:\n{text}")
+            text += line.decode()
+    return text
+
+
+async def get(url: str, token: str | None = None) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_demo_prints_instructions_that_work() -> None:
+    api_port, proxy_port = free_port(), free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pxproxy",
+        "demo",
+        "--api",
+        f"127.0.0.1:{api_port}",
+        "--proxy",
+        f"127.0.0.1:{proxy_port}",
+        "--token",
+        "demo-token-0123456789",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    try:
+        text = await read_until(proc.stdout, "Ctrl-C stops")
+        assert "demo-token-0123456789" in text
+        lookups = re.findall(r'curl -s -H "Authorization: Bearer (\S+)" "(\S+lookup\?\S+)"', text)
+        assert len(lookups) == 2
+        for token, url in lookups:
+            status, body = await get(url, token)
+            assert status == 200, body
+            assert '"guest"' in body
+        (guest_url, name) = re.findall(r"curl -s (http://127\.\d+\.\d+\.\d+:\d+/)\s+# (\S+)", text)[
+            0
+        ]
+        status, body = await get(guest_url)
+        assert (status, body.split(" ")[0]) == (200, name)
+        assert re.search(r"\S+\.demo\.localhost -> \S+:8080  \(idle-watch\)", text)
+        status, body = await get(f"http://127.0.0.1:{api_port}/health")
+        assert '"status":"ok"' in body
+    finally:
+        proc.send_signal(signal.SIGINT)
+        async with asyncio.timeout(20):
+            code = await proc.wait()
+    assert code == 0
+    # Everything it started is gone: the API port and the guest's address refuse.
+    for host, port in (("127.0.0.1", api_port), ("127.10.0.100", 8080)):
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(host, port)
+
+
+async def test_lab_command_serves_and_stops() -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pxproxy",
+        "lab",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--guests",
+        "3",
+        "--nodes",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    assert proc.stdout is not None
+    try:
+        text = await read_until(proc.stdout, "Ctrl-C stops")
+        assert f"https://127.0.0.1:{port}" in text
+        assert re.search(r"fingerprint \(SHA-256\): (?:[0-9A-F]{2}:){31}[0-9A-F]{2}", text)
+        (ip,) = re.findall(r"lxc/100\s+wiki\s+pve1\s+running\s+(127\.[\d.]+):8080", text)
+        status, body = await get(f"http://{ip}:8080/")
+        assert (status, body) == (200, "wiki (vmid 100)\n")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            code = await proc.wait()
+    assert code == 0
+
+
+async def test_lab_refuses_non_loopback() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pxproxy",
+        "lab",
+        "--listen",
+        "0.0.0.0:8006",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert "loopback only" in err.decode()
