@@ -10,6 +10,7 @@ from aiohttp import web
 from .access import LabAccess
 from .api import LabApi
 from .certs import LabCertificate, make_certificate
+from .consoles import Consoles, LabJournals
 from .guest_servers import GuestServers
 from .state import LabCluster
 
@@ -50,6 +51,9 @@ class LabServer:
             tokens={TOKEN_ID: self.credentials.token_secret},
         )
         self.api = LabApi(cluster, self.access, latency_s=latency_s)
+        self.journals = LabJournals(cluster)
+        self.consoles = Consoles(cluster, self.access, self.journals)
+        self.consoles.register(self.api)
         self.host = host
         self.port = port
         self.certificate = certificate or make_certificate((host,))
@@ -66,6 +70,7 @@ class LabServer:
 
     async def start(self) -> None:
         await self.cluster.open()
+        self.journals.start()
         self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(
@@ -80,8 +85,10 @@ class LabServer:
             self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
+        await self.consoles.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        await self.journals.stop()
         await self.cluster.close()
         await self.servers.close_all()
