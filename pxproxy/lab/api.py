@@ -7,7 +7,7 @@ import asyncio
 import json
 import logging
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from aiohttp import web
@@ -352,7 +352,7 @@ def agent_interfaces(guest: LabGuest) -> list[dict[str, Any]]:
 
 async def _params(request: web.Request) -> dict[str, Any]:
     """Query string plus form or JSON body, as PVE reads parameters."""
-    params: dict[str, Any] = dict(request.query)
+    params = _collect(request.query.items())
     if request.method in ("GET", "HEAD"):
         return params
     body = await request.read()
@@ -365,10 +365,23 @@ async def _params(request: web.Request) -> dict[str, Any]:
                 raise ValueError("not an object")
             params.update(data)
         else:
-            params.update(urllib.parse.parse_qsl(body.decode(), keep_blank_values=True))
+            pairs = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True)
+            params.update(_collect(pairs))
     except (ValueError, UnicodeDecodeError):
         raise LabError(400, "Parameter verification failed.", {"body": "malformed"}) from None
     return params
+
+
+def _collect(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """A repeated name becomes a list, as PVE reads array parameters (agent exec's command)."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            have = out[key]
+            out[key] = [*have, value] if isinstance(have, list) else [have, value]
+        else:
+            out[key] = value
+    return out
 
 
 def _vmid(text: str) -> int:

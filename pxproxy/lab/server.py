@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from .access import LabAccess
+from .agent_exec import AgentExec
 from .api import LabApi
 from .certs import LabCertificate, make_certificate
 from .consoles import Consoles, LabJournals
@@ -54,6 +55,8 @@ class LabServer:
         self.journals = LabJournals(cluster)
         self.consoles = Consoles(cluster, self.access, self.journals)
         self.consoles.register(self.api)
+        self.agent = AgentExec(cluster, self.access, self.journals, self.consoles.record)
+        self.agent.register(self.api)
         self.host = host
         self.port = port
         self.certificate = certificate or make_certificate((host,))
@@ -86,6 +89,7 @@ class LabServer:
 
     async def stop(self) -> None:
         await self.consoles.close()
+        await self.agent.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

@@ -1162,6 +1162,22 @@ class NodeShell:
         run = _Ctx(ctx.scope, out, err, stdin, ctx.params, ctx.line)
         return await self._dispatch(run, argv)
 
+    async def run_argv(
+        self, scope: str, argv: list[str], stdin: str | None = None
+    ) -> tuple[str, str, int]:
+        """Run one argv without a shell around it (the QEMU guest agent's exec): no parsing,
+        no expansion. Returns (stdout, stderr, exit status)."""
+        out: list[str] = []
+        err: list[str] = []
+        line = " ".join(_shell_quote(a) for a in argv)
+        self._record(scope, list(argv), line)
+        ctx = _Ctx(scope, out.append, err.append, stdin, [argv[0], *argv[1:]], line)
+        try:
+            status = await self._dispatch(ctx, list(argv))
+        except _Exit as exc:
+            status = exc.status
+        return "".join(out), "".join(err), status
+
     def _record(self, scope: str, argv: list[str], line: str) -> None:
         rec = ExecRecord(self.host.node, scope, tuple(argv), line)
         self.history.append(rec)
