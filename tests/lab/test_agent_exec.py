@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -41,13 +42,15 @@ class Api:
 
 
 @pytest.fixture
-async def api(lab_server: LabServer) -> Api:
+async def api(lab_server: LabServer) -> AsyncIterator[Api]:
     lab_server.cluster.add_guest(200, "qemu", "game", "pve1", status="running", agent=True)
     lab_server.cluster.add_guest(201, "qemu", "plain", "pve1", status="running")
     fp = aiohttp.Fingerprint(bytes.fromhex(lab_server.fingerprint.replace(":", "")))
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=fp))
-    yield Api(lab_server, session)  # type: ignore[misc]
-    await session.close()
+    try:
+        yield Api(lab_server, session)
+    finally:
+        await session.close()
 
 
 async def test_exec_output_and_exit_codes(api: Api) -> None:
