@@ -13,7 +13,8 @@ from .api import LabApi
 from .certs import LabCertificate, make_certificate
 from .consoles import Consoles, LabJournals
 from .guest_servers import GuestServers
-from .state import LabCluster
+from .shell import ExecRecord
+from .state import LabCluster, LabTask
 
 TOKEN_ID = "pxproxy@pve!lab"
 
@@ -70,6 +71,37 @@ class LabServer:
     @property
     def fingerprint(self) -> str:
         return self.certificate.fingerprint
+
+    # -- faults and inspection, for tests and experiments ------------------------------------
+
+    def set_node_offline(self, node: str, offline: bool = True) -> None:
+        """Requests for the node answer 595 and its guests show status unknown."""
+        self.cluster.set_node_online(node, not offline)
+
+    def slow_api(self, latency_s: float) -> None:
+        """Every API answer is delayed by latency_s (0 turns it off)."""
+        self.api.latency_s = latency_s
+
+    def expire_tickets(self) -> None:
+        self.access.expire_tickets()
+
+    def fail_start(self, vmid: int, message: str | None) -> None:
+        """The guest's next starts end with TASK ERROR: message (None: start normally)."""
+        self.cluster.guests[vmid].fail_start = message
+
+    @property
+    def tasks(self) -> list[LabTask]:
+        """Every task the lab ran, oldest first."""
+        return list(self.cluster.task_log)
+
+    @property
+    def shell_commands(self) -> list[ExecRecord]:
+        """Every command a node shell or guest agent executed, oldest first."""
+        return list(self.consoles.record)
+
+    def history(self, vmid: int) -> list[str]:
+        """The guest's states over time: stopped, starting, running, ..."""
+        return self.cluster.history(vmid)
 
     async def start(self) -> None:
         await self.cluster.open()

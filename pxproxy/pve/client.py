@@ -220,7 +220,8 @@ class PveClient:
         timeout_s: float | None = None,
     ) -> bytes:
         """One HTTP exchange; a non-200 answer raises its typed error."""
-        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
+        # Passing timeout=None to aiohttp would disable the session's timeout: always pass one.
+        timeout = aiohttp.ClientTimeout(total=timeout_s or self._cfg.timeout)
         self.requests_sent += 1
         try:
             async with self._http().request(
