@@ -8,6 +8,7 @@ import re
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -126,3 +127,27 @@ async def test_lab_refuses_non_loopback() -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 1
     assert "loopback only" in err.decode()
+
+
+async def test_lab_scenario_errors_name_the_problem(tmp_path: Path) -> None:
+    scenario = tmp_path / "lab.yml"
+    scenario.write_text(
+        "nodes: [pve1]\nguests:\n  - {vmid: 100, type: lxc, name: wiki, colour: red}\n",
+        encoding="utf-8",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "pxproxy",
+        "lab",
+        "--listen",
+        "127.0.0.1:0",
+        "--scenario",
+        str(scenario),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 1
+    assert "guests[0]" in err.decode()
+    assert "colour" in err.decode()
