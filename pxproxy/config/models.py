@@ -225,6 +225,10 @@ class IdleConfig(Strict):
     wake_timeout: Seconds = 120.0
     ready: ReadyCheck = ReadyCheck()
     depends_on: tuple[GuestRef, ...] = ()
+    # A graceful shutdown that takes longer than this is turned into a stop.
+    shutdown_timeout: Seconds = 60.0
+    # After a failed start, requests get the error at once for this long (no restart storm).
+    retry_after: Seconds = 30.0
 
 
 def _hosts(value: object) -> object:
@@ -251,9 +255,68 @@ class RouteConfig(Strict):
         return self
 
 
+DEFAULT_HEALTH_AGENTS = (
+    "kube-probe",
+    "Uptime-Kuma",
+    "UptimeRobot",
+    "Blackbox Exporter",
+    "Prometheus",
+    "Gatus",
+    "Pingdom",
+    "StatusCake",
+    "HetrixTools",
+    "Consul Health Check",
+)
+
+
+class HealthCheckRules(Strict):
+    """Requests matching any rule never wake a guest and never count as activity."""
+
+    user_agents: tuple[str, ...] = DEFAULT_HEALTH_AGENTS  # substrings, case-insensitive
+    paths: tuple[str, ...] = ()  # exact paths, or prefixes ending in "*"
+    sources: tuple[str, ...] = ()  # client networks, e.g. [10.0.0.5/32]
+
+    @field_validator("sources")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a network like 10.0.0.0/8: {exc}") from None
+        return value
+
+
+class ProxyConfig(Strict):
+    # Clients whose X-Forwarded-*/Forwarded headers are believed (your outer proxy); from
+    # anyone else they are replaced.
+    trusted_proxies: tuple[str, ...] = ()
+    health_checks: HealthCheckRules = HealthCheckRules()
+    connect_timeout: Seconds = 5.0
+    # An upstream that sends nothing for this long is given up on (streams that send
+    # something now and then, like SSE, live on).
+    read_timeout: Seconds = 300.0
+    # Time a client has to send its request line and headers.
+    header_timeout: Seconds = 30.0
+    keepalive_timeout: Seconds = 75.0
+    max_body_size: int = Field(default=2**31, ge=0)  # bytes; 0: no limit
+    max_header_size: int = Field(default=16384, ge=1024, le=1048576)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a network like 10.0.0.0/8: {exc}") from None
+        return value
+
+
 class Config(Strict):
     proxmox: tuple[ClusterConfig, ...]
     listen: ListenConfig = ListenConfig()
+    proxy: ProxyConfig = ProxyConfig()
     guests: dict[GuestRef, GuestExtras] = {}
     api: ApiConfig = ApiConfig()
     routes: tuple[RouteConfig, ...] = ()
