@@ -6,7 +6,7 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -86,6 +86,43 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.proxy_requests = Counter(
+            "pxproxy_proxy_requests",
+            "Proxied requests by route and status",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self.upstream_seconds = Histogram(
+            "pxproxy_upstream_seconds",
+            "Time from forwarding a request to the upstream's response headers",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.proxy_connections = Gauge(
+            "pxproxy_proxy_connections",
+            "Open proxied connections (requests in flight, WebSockets, TCP relays) by route",
+            ["route"],
+            registry=self.registry,
+        )
+        self.wakes = Counter(
+            "pxproxy_wakes",
+            "Wakes by guest and result",
+            ["guest", "result"],
+            registry=self.registry,
+        )
+        self.wake_seconds = Histogram(
+            "pxproxy_wake_seconds",
+            "Time from a wake's start to the guest being ready",
+            registry=self.registry,
+            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300),
+        )
+        self.idle_stops = Counter(
+            "pxproxy_idle_stops",
+            "Guests stopped because they sat idle",
+            ["guest"],
+            registry=self.registry,
+        )
         # labels() takes a lock and hashes every call; hot paths reuse the children.
         self._children: dict[tuple[str, str, str], Counter] = {}
 
@@ -101,6 +138,25 @@ class Metrics:
 
     def count_lookup(self, kind: str, result: str) -> None:
         self._child(self.lookups, kind, result).inc()
+
+    def proxy_request(self, route: str, status: int, upstream_s: float | None) -> None:
+        self._child(self.proxy_requests, route, str(status)).inc()
+        if upstream_s is not None:
+            self.upstream_seconds.labels(route).observe(upstream_s)
+
+    def connection_opened(self, route: str) -> None:
+        self.proxy_connections.labels(route).inc()
+
+    def connection_closed(self, route: str) -> None:
+        self.proxy_connections.labels(route).dec()
+
+    def wake_finished(self, guest: str, seconds: float, ok: bool) -> None:
+        self._child(self.wakes, guest, "ok" if ok else "failed").inc()
+        if ok:
+            self.wake_seconds.observe(seconds)
+
+    def idle_stopped(self, guest: str) -> None:
+        self.idle_stops.labels(guest).inc()
 
     def watch_inventory(
         self, snapshot: Callable[[], Snapshot], clusters: Callable[[], list[str]]
