@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable, Mapping
 
 from aiohttp import web
 
 from ..config.models import Config
 from ..inventory.store import Inventory
 from ..metrics import Metrics
+from ..wake.contract import WakeState
 from . import handlers
 from .auth import ANONYMOUS, Principal, TokenAuthority
 from .context import PRINCIPAL, ApiContext
@@ -106,7 +108,11 @@ def _principal(request: web.Request, authority: TokenAuthority, loopback: bool) 
 
 
 def make_context(
-    config: Config, inventory: Inventory, metrics: Metrics, loopback: bool
+    config: Config,
+    inventory: Inventory,
+    metrics: Metrics,
+    loopback: bool,
+    route_states: Callable[[], Mapping[int, WakeState]] = dict,
 ) -> ApiContext:
     return ApiContext(
         config=config,
@@ -115,4 +121,5 @@ def make_context(
         authority=TokenAuthority(config.api.tokens),
         loopback_listener=loopback,
         cluster_names=config.cluster_names(),
+        route_states=route_states,
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -9,6 +10,7 @@ from aiohttp import web
 from ..config.models import Config
 from ..inventory.store import Inventory
 from ..metrics import Metrics
+from ..wake.contract import WakeState
 from .auth import Principal, TokenAuthority
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -22,3 +24,5 @@ class ApiContext:
     authority: TokenAuthority
     loopback_listener: bool
     cluster_names: list[str]
+    # Wake state by route index; routes without idle-watch are absent (always ready).
+    route_states: Callable[[], Mapping[int, WakeState]] = dict

@@ -480,3 +480,40 @@ async def test_unauthorised_requests_are_counted(make_api: Make) -> None:
     got = samples(metrics.render().decode())
     key = ("pxproxy_api_requests_total", (("endpoint", "/api/v1/nodes"), ("status", "401")))
     assert got[key] == 1
+
+
+async def test_routes_lists_settings_and_states(aiohttp_client: Any) -> None:
+    from pxproxy.api.app import build_app, make_context
+    from pxproxy.config.models import Config
+    from pxproxy.inventory.store import Inventory
+    from pxproxy.metrics import Metrics
+    from pxproxy.wake.contract import WakeState
+
+    config = Config.model_validate(
+        {
+            "proxmox": [{"url": "https://pve:8006", "token_id": "a@pve!b", "secret": "x"}],
+            "routes": [
+                {"host": ["wiki.example.com", "*.wiki.example.com"], "guest": "wiki", "port": 80},
+                {
+                    "listen": "127.0.0.1:25565",
+                    "guest": 200,
+                    "port": 25565,
+                    "idle": {"timeout": "30m", "ready": {"http": "/healthz"}},
+                },
+            ],
+        }
+    )
+    app = build_app(
+        make_context(config, Inventory(), Metrics(), True, lambda: {1: WakeState.ASLEEP})
+    )
+    client = await aiohttp_client(app)
+    resp = await client.get("/api/v1/routes")
+    body = await resp.json()
+    assert resp.status == 200
+    assert body[0]["host"] == ["wiki.example.com", "*.wiki.example.com"]
+    assert (body[0]["idle"], body[0]["state"]) == (None, "ready")
+    assert body[1]["listen"] == "127.0.0.1:25565"
+    assert body[1]["guest"] == "200"
+    assert body[1]["idle"]["timeout_s"] == 1800
+    assert body[1]["idle"]["ready"] == {"http": "/healthz"}
+    assert body[1]["state"] == "asleep"

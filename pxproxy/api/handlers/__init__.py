@@ -13,6 +13,7 @@ from .health import health
 from .lookup import lookup
 from .metrics import metrics
 from .nodes import list_nodes
+from .routes import list_routes
 
 __all__ = ["CONTEXT", "ROUTES", "Route"]
 
@@ -33,4 +34,5 @@ ROUTES = (
     Route("GET", "/api/v1/guests/{ref:.+}", get_guest),
     Route("GET", "/api/v1/lookup", lookup),
     Route("GET", "/api/v1/nodes", list_nodes),
+    Route("GET", "/api/v1/routes", list_routes),
 )
