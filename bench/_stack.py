@@ -1,0 +1,190 @@
+"""The proxy benchmarks' stack, each part in its own process: `pxproxy lab` (one guest whose
+HTTP server is the upstream), `pxproxy run` proxying `bench.local` to it, and nginx proxying to
+the same guest. All on loopback; everything is stopped on exit."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+GUEST_IP = "127.10.0.100"
+GUEST_PORT = 8080
+HOST = "bench.local"
+
+SCENARIO = """\
+nodes: [pve1]
+guests:
+  - {vmid: 100, type: lxc, name: bench, node: pve1, status: running, static_ip: true,
+     boot_time_s: 0.2, shutdown_time_s: 0.05}
+"""
+
+NGINX_CONF = """\
+worker_processes auto;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream guest {{ server {ip}:{port}; keepalive 64; }}
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+    server {{
+        listen 127.0.0.1:{listen};
+        client_max_body_size 0;
+        location / {{
+            proxy_pass http://guest;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering off;          # stream like pxproxy does
+            proxy_request_buffering off;
+            proxy_read_timeout 300s;
+        }}
+    }}
+}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    direct: str
+    nginx: str
+    pxproxy: str
+    api: str
+    token: str
+    pxproxy_pid: int
+    nginx_pids: list[int]
+
+
+async def _read_until(stream: asyncio.StreamReader, pattern: str, timeout_s: float = 60) -> str:
+    text = ""
+    async with asyncio.timeout(timeout_s):
+        while not re.search(pattern, text):
+            line = await stream.readline()
+            if not line:
+                raise RuntimeError(f"process ended before {pattern!r}:\n{text}")
+            text += line.decode()
+    return text
+
+
+async def _wait_ok(url: str, headers: dict[str, str] | None = None, timeout_s: float = 60) -> None:
+    async with aiohttp.ClientSession() as session, asyncio.timeout(timeout_s):
+        while True:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with session.get(url, headers=headers) as resp:
+                    if resp.status == 200:
+                        return
+            await asyncio.sleep(0.2)
+
+
+@contextlib.asynccontextmanager
+async def stack(idle: str | None = None) -> AsyncIterator[Stack]:
+    """`idle`: an idle timeout for the route (the wake benchmark); None: always on."""
+    if shutil.which("nginx") is None:
+        raise SystemExit("nginx is not installed: run bash bench/setup.sh")
+    procs: list[asyncio.subprocess.Process] = []
+    with tempfile.TemporaryDirectory(prefix="pxproxy-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        try:
+            (tmp / "lab.yml").write_text(SCENARIO, encoding="utf-8")
+            lab_port = free_port()
+            lab = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "pxproxy",
+                "lab",
+                "--listen",
+                f"127.0.0.1:{lab_port}",
+                "--scenario",
+                str(tmp / "lab.yml"),
+                stdout=asyncio.subprocess.PIPE,
+            )
+            procs.append(lab)
+            assert lab.stdout is not None
+            text = await _read_until(lab.stdout, r"Ctrl-C stops")
+            fingerprint = re.search(r"fingerprint \(SHA-256\): (\S+)", text)
+            token = re.search(r"API token:\s+(\S+) = (\S+)", text)
+            if fingerprint is None or token is None:
+                raise RuntimeError(f"pxproxy lab printed no fingerprint or token:\n{text}")
+            proxy_port, api_port, nginx_port = free_port(), free_port(), free_port()
+            ops = "bench-token-0123456789"
+            idle_yaml = f"\n    idle: {{timeout: {idle}, wake_timeout: 30s}}" if idle else ""
+            (tmp / "pxproxy.yml").write_text(
+                f"proxmox:\n  - url: https://127.0.0.1:{lab_port}\n"
+                f"    token_id: '{token.group(1)}'\n    secret: '{token.group(2)}'\n"
+                f"    tls: {{fingerprint: '{fingerprint.group(1)}'}}\n"
+                "    poll_interval: 1s\n    ips: {loopback: true}\n"
+                f"listen: {{proxy: '127.0.0.1:{proxy_port}', api: '127.0.0.1:{api_port}'}}\n"
+                f"api: {{tokens: [{{name: bench, secret: {ops}}}]}}\n"
+                f"routes:\n  - host: {HOST}\n    guest: 100\n    port: {GUEST_PORT}{idle_yaml}\n"
+                "log_level: warning\n",
+                encoding="utf-8",
+            )
+            daemon = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "pxproxy", "run", "-c", str(tmp / "pxproxy.yml")
+            )
+            procs.append(daemon)
+            (tmp / "nginx.conf").write_text(
+                NGINX_CONF.format(tmp=tmp, ip=GUEST_IP, port=GUEST_PORT, listen=nginx_port),
+                encoding="utf-8",
+            )
+            nginx = await asyncio.create_subprocess_exec(
+                "nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-g", "daemon off;"
+            )
+            procs.append(nginx)
+            direct = f"http://{GUEST_IP}:{GUEST_PORT}"
+            api = f"http://127.0.0.1:{api_port}"
+            auth = {"Authorization": f"Bearer {ops}"}
+            await _wait_ok(f"{api}/api/v1/lookup?ip={GUEST_IP}", auth)
+            await _wait_ok(f"http://127.0.0.1:{nginx_port}/healthz")
+            if not idle:
+                await _wait_ok(f"http://127.0.0.1:{proxy_port}/healthz", {"Host": HOST})
+            nginx_pids = [int(p) for p in (await _pgrep_children(nginx.pid)) if p.strip()]
+            yield Stack(
+                direct=direct,
+                nginx=f"http://127.0.0.1:{nginx_port}",
+                pxproxy=f"http://127.0.0.1:{proxy_port}",
+                api=api,
+                token=ops,
+                pxproxy_pid=daemon.pid,
+                nginx_pids=[nginx.pid, *nginx_pids],
+            )
+        finally:
+            for proc in reversed(procs):
+                if proc.returncode is None:
+                    proc.terminate()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(proc.wait(), 10)
+                    if proc.returncode is None:
+                        proc.kill()
+                        await proc.wait()
+
+
+async def _pgrep_children(pid: int) -> list[str]:
+    proc = await asyncio.create_subprocess_exec(
+        "pgrep", "-P", str(pid), stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await proc.communicate()
+    return out.decode().split()
