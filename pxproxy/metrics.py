@@ -105,6 +105,12 @@ class Metrics:
             ["route"],
             registry=self.registry,
         )
+        self.tcp_relayed = Counter(
+            "pxproxy_tcp_relayed_bytes",
+            "Bytes relayed by TCP routes, by direction",
+            ["route", "direction"],
+            registry=self.registry,
+        )
         self.wakes = Counter(
             "pxproxy_wakes",
             "Wakes by guest and result",
@@ -149,6 +155,10 @@ class Metrics:
 
     def connection_closed(self, route: str) -> None:
         self.proxy_connections.labels(route).dec()
+
+    def tcp_bytes(self, route: str, to_guest: int, to_client: int) -> None:
+        self._child(self.tcp_relayed, route, "to_guest").inc(to_guest)
+        self._child(self.tcp_relayed, route, "to_client").inc(to_client)
 
     def wake_finished(self, guest: str, seconds: float, ok: bool) -> None:
         self._child(self.wakes, guest, "ok" if ok else "failed").inc()
