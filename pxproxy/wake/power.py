@@ -1,0 +1,115 @@
+"""The narrow power interface idle-watch needs from Proxmox, and its PVE implementation.
+
+Each call returns once the Proxmox task has ended and raises PowerError (carrying the task's
+exit status or PVE's message) when it did not succeed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Protocol
+
+from ..inventory.model import Guest, GuestType
+from ..pve.errors import PveError, PveTaskFailedError
+from ..pve.models import TaskStatus
+
+# How long to wait for a start/stop/pause/resume task; PVE's own start timeout is in this range.
+TASK_TIMEOUT_S = 300.0
+# Extra time granted on top of a shutdown's own timeout for the forced stop that follows it.
+SHUTDOWN_MARGIN_S = 30.0
+
+
+class PowerError(Exception):
+    """A power action failed. `message` is what Proxmox said (task exit status or error)."""
+
+    def __init__(self, guest: str, action: str, message: str, *, upid: str | None = None) -> None:
+        super().__init__(f"{action} of {guest} failed: {message}")
+        self.guest = guest
+        self.action = action
+        self.message = message
+        self.upid = upid
+
+
+class PowerControl(Protocol):
+    """Power actions on one guest; each returns when its Proxmox task has ended."""
+
+    async def start(self, guest: Guest) -> None: ...
+
+    async def stop(self, guest: Guest) -> None: ...
+
+    async def shutdown(self, guest: Guest, timeout_s: float) -> None:
+        """Graceful, turned into a hard stop by PVE (forceStop) after timeout_s."""
+
+    async def pause(self, guest: Guest) -> None:
+        """QEMU: pause in RAM (suspend without todisk). LXC: PVE's (CRIU) suspend."""
+
+    async def hibernate(self, guest: Guest) -> None:
+        """QEMU: suspend to disk; woken with start."""
+
+    async def resume(self, guest: Guest) -> None: ...
+
+
+class PowerApi(Protocol):
+    """The part of PveClient that PvePowerControl uses (a test can fake it)."""
+
+    async def guest_action(
+        self, kind: GuestType, node: str, vmid: int, action: str, **params: str | int
+    ) -> str: ...
+
+    async def wait_task(self, upid: str, timeout_s: float) -> TaskStatus: ...
+
+
+def guest_label(guest: Guest) -> str:
+    """How messages name a guest: "wiki (lxc/101)"."""
+    return f"{guest.name} ({guest.id})" if guest.name else guest.id
+
+
+class PvePowerControl:
+    """PowerControl over one PveClient per cluster (keyed by the inventory's cluster name)."""
+
+    def __init__(
+        self, clients: Mapping[str, PowerApi], *, task_timeout_s: float = TASK_TIMEOUT_S
+    ) -> None:
+        self._clients = dict(clients)
+        self._task_timeout_s = task_timeout_s
+
+    async def start(self, guest: Guest) -> None:
+        await self._run(guest, "start", self._task_timeout_s)
+
+    async def stop(self, guest: Guest) -> None:
+        await self._run(guest, "stop", self._task_timeout_s)
+
+    async def shutdown(self, guest: Guest, timeout_s: float) -> None:
+        # PVE takes whole seconds; forceStop makes the task stop the guest instead of failing.
+        seconds = max(1, math.ceil(timeout_s))
+        await self._run(
+            guest, "shutdown", seconds + SHUTDOWN_MARGIN_S, timeout=seconds, forceStop=1
+        )
+
+    async def pause(self, guest: Guest) -> None:
+        await self._run(guest, "suspend", self._task_timeout_s)
+
+    async def hibernate(self, guest: Guest) -> None:
+        if guest.type != "qemu":
+            raise PowerError(guest_label(guest), "hibernate", "only QEMU VMs can hibernate")
+        await self._run(guest, "suspend", self._task_timeout_s, todisk=1)
+
+    async def resume(self, guest: Guest) -> None:
+        await self._run(guest, "resume", self._task_timeout_s)
+
+    async def _run(self, guest: Guest, action: str, wait_s: float, **params: str | int) -> None:
+        label = guest_label(guest)
+        client = self._clients.get(guest.cluster)
+        if client is None:
+            raise PowerError(label, action, f"no Proxmox client for cluster {guest.cluster!r}")
+        upid: str | None = None
+        try:
+            upid = await client.guest_action(guest.type, guest.node, guest.vmid, action, **params)
+            status = await client.wait_task(upid, wait_s)
+        except PveTaskFailedError as exc:
+            raise PowerError(label, action, exc.exitstatus, upid=exc.upid) from exc
+        except PveError as exc:
+            raise PowerError(label, action, exc.message, upid=upid) from exc
+        if not status.ok:
+            raise PowerError(label, action, status.exitstatus or "task failed", upid=upid)

@@ -1,0 +1,453 @@
+"""One guest's idle-watch state machine: asleep → waking → ready → stopping → asleep (or failed).
+
+Transport-free: it talks to Proxmox through PowerControl, to the service through a Probe, and
+reads the inventory's snapshots. It implements `contract.Gate` for the proxy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from ..config.models import IdleConfig
+from ..inventory.model import Guest
+from ..inventory.snapshot import Snapshot
+from .contract import WakeError, WakeProgress, WakeState, WakeTimeout
+from .power import PowerControl, PowerError
+from .readiness import Probe
+from .stats import WakeObserver, WakeStats
+
+log = logging.getLogger(__name__)
+
+# Readiness is polled this often; a short interval keeps the wake-to-first-byte overhead low.
+PROBE_INTERVAL_S = 0.05
+# After a power action of ours the inventory may lag (pvestatd refreshes about every 10 s):
+# snapshots that contradict what we did are ignored until they agree or this long has passed.
+SYNC_GRACE_S = 30.0
+# A ref that resolves to no guest: requests are refused at once and told to retry this soon.
+MISSING_RETRY_S = 5.0
+
+# How we put the guest to sleep, which decides how to wake it: resume or start.
+Slept = Literal["stopped", "paused", "suspended", "hibernated"]
+PowerOn = Literal["start", "resume"]
+
+_AWAKE = (WakeState.WAKING, WakeState.READY, WakeState.STOPPING)
+
+
+class SnapshotSource(Protocol):
+    """What the waker reads from the inventory (`inventory.store.Inventory` fits)."""
+
+    @property
+    def snapshot(self) -> Snapshot: ...
+
+    async def wait_until(
+        self, predicate: Callable[[Snapshot], bool], timeout_s: float
+    ) -> Snapshot: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    """The outcome of a failed wake; every waiter gets its own exception built from it."""
+
+    timeout: bool
+    message: str
+
+    def error(self, guest: str, retry_after_s: float) -> WakeError:
+        kind = WakeTimeout if self.timeout else WakeError
+        return kind(guest, self.message, retry_after_s)
+
+
+def resolve_guest(snapshot: Snapshot, ref: str) -> Guest | str:
+    """The one guest a ref names, or why there is none."""
+    found = snapshot.lookup_ref(ref).guests
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        return f"guest {ref!r} not found in the inventory"
+    names = ", ".join(g.ref for g in found)
+    return f"guest ref {ref!r} is ambiguous: {names}; use cluster:vmid"
+
+
+class Waker:
+    """The gate of one guest. Several routes to the guest share it.
+
+    `idle` None: a dependency without idle settings of its own; woken on demand, never stopped.
+    `probe`/`port` None: ready as soon as the power task succeeded and the guest has an address.
+    """
+
+    def __init__(
+        self,
+        ref: str,
+        *,
+        inventory: SnapshotSource,
+        power: PowerControl,
+        idle: IdleConfig | None,
+        port: int | None = None,
+        probe: Probe | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        stats: WakeStats | None = None,
+        observer: WakeObserver | None = None,
+        probe_interval_s: float = PROBE_INTERVAL_S,
+        sync_grace_s: float = SYNC_GRACE_S,
+    ) -> None:
+        self.ref = ref
+        self.idle = idle
+        self._settings = idle or IdleConfig()
+        self._inventory = inventory
+        self._power = power
+        self._port = port
+        self._probe = probe
+        self._clock = clock
+        self._stats = stats or WakeStats()
+        self._observer = observer
+        self._probe_interval_s = probe_interval_s
+        self._sync_grace_s = sync_grace_s
+        self.dependencies: list[Waker] = []
+        self.dependents: list[Waker] = []
+
+        self._progress = WakeProgress(WakeState.ASLEEP, "asleep")
+        self._subscribers: set[asyncio.Queue[WakeProgress]] = set()
+        self._wake_task: asyncio.Task[_Failure | None] | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+        self._failure: _Failure | None = None
+        self._circuit_until = float("-inf")
+        self._missing: str | None = None
+        self._slept: Slept | None = None
+        # What the snapshot should show after our last action, and until when we wait for it.
+        self._expected: Literal["running", "stopped"] | None = None
+        self._sync_deadline = float("-inf")
+        self._holds = 0
+        self._last_activity = clock()
+
+    # ------------------------------------------------------------------ Gate
+
+    @property
+    def state(self) -> WakeState:
+        return self._progress.state
+
+    @property
+    def wake_timeout_s(self) -> float:
+        return self._settings.wake_timeout
+
+    @property
+    def error(self) -> str | None:
+        """The last failure's message while the state is failed."""
+        return self._progress.error
+
+    @property
+    def awake(self) -> bool:
+        return self.state in _AWAKE
+
+    async def ready(self, *, wake: bool = True) -> None:
+        if self.state is WakeState.READY:
+            if wake:
+                self.activity()
+            return
+        task = self._wake_task
+        if task is None or task.done():
+            if not wake:
+                raise self._not_ready_error()
+            self._refuse_if_broken()
+            task = self._begin_wake()
+        # Shielded: a waiter that gives up (client gone) must not cancel everybody's wake.
+        failure = await asyncio.shield(task)
+        if failure is not None:
+            raise failure.error(self.ref, self._settings.retry_after)
+        if wake:
+            self.activity()
+
+    def activity(self) -> None:
+        self._last_activity = self._clock()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            # The idle clock starts when the last byte of the connection went through.
+            self.activity()
+
+    async def progress(self) -> AsyncIterator[WakeProgress]:
+        queue: asyncio.Queue[WakeProgress] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            item = self._progress
+            while True:
+                yield item
+                if item.state in (WakeState.READY, WakeState.FAILED):
+                    return
+                item = await queue.get()
+        finally:
+            self._subscribers.discard(queue)
+
+    # ---------------------------------------------------------- driven by the manager
+
+    def observe(self, snapshot: Snapshot) -> None:
+        """Follow a new snapshot: the guest appearing, vanishing, or powered by someone else."""
+        if not snapshot.clusters:
+            return  # no poll has finished yet: nothing is known
+        found = resolve_guest(snapshot, self.ref)
+        if self._busy():
+            return  # our own task decides the state; it reads the snapshot itself
+        if isinstance(found, str):
+            if self._missing != found:
+                log.warning("idle-watch: %s", found)
+                self._missing = found
+                self._set(WakeState.FAILED, found, error=found)
+            return
+        if self._missing is not None:
+            self._missing = None
+            self._follow(found, initial=True)
+            return
+        self._follow(found, initial=False)
+
+    def check_idle(self) -> None:
+        """Stop the guest when it sat idle long enough; called about once a second."""
+        if self.idle is None or self.state is not WakeState.READY:
+            return
+        now = self._clock()
+        if self._holds > 0 or any(d.awake for d in self.dependents):
+            # Busy, or needed by an awake dependent: the idle clock starts once that ends.
+            self._last_activity = now
+            return
+        if now - self._last_activity >= self.idle.timeout:
+            self._begin_stop()
+
+    async def close(self) -> None:
+        """Cancel and await what this waker runs; release its probe."""
+        for task in (self._wake_task, self._stop_task):
+            if task is not None and not task.done():
+                task.cancel()
+        for task in (self._wake_task, self._stop_task):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if self._probe is not None:
+            await self._probe.close()
+
+    # ------------------------------------------------------------------ internals
+
+    def _busy(self) -> bool:
+        return any(t is not None and not t.done() for t in (self._wake_task, self._stop_task))
+
+    def _set(self, state: WakeState, step: str, *, error: str | None = None) -> None:
+        progress = WakeProgress(state, step, error)
+        if progress == self._progress:
+            return  # followers see changes only
+        self._progress = progress
+        for queue in self._subscribers:
+            queue.put_nowait(self._progress)
+
+    def _not_ready_error(self) -> WakeError:
+        if self.state is WakeState.FAILED and self._progress.error:
+            return WakeError(self.ref, self._progress.error, self._settings.retry_after)
+        return WakeError(
+            self.ref, f"{self.state.value}; not woken for this request", self._settings.retry_after
+        )
+
+    def _refuse_if_broken(self) -> None:
+        """An open circuit or an unknown guest: refuse at once, no restart storm."""
+        if self._missing is not None and self._inventory.snapshot.clusters:
+            raise WakeError(self.ref, self._missing, MISSING_RETRY_S)
+        remaining = self._circuit_until - self._clock()
+        if self._failure is not None and remaining > 0:
+            raise self._failure.error(self.ref, remaining)
+
+    def _begin_wake(self) -> asyncio.Task[_Failure | None]:
+        stopping = self._stop_task is not None and not self._stop_task.done()
+        self._set(WakeState.WAKING, "waiting for the guest to stop" if stopping else "starting")
+        self._stats.wake_started(self.ref)
+        self._wake_task = asyncio.create_task(self._wake(), name=f"wake:{self.ref}")
+        return self._wake_task
+
+    async def _wake(self) -> _Failure | None:
+        started = self._clock()
+        try:
+            async with asyncio.timeout(self._settings.wake_timeout):
+                await self._wake_steps()
+        except TimeoutError:
+            failure = _Failure(True, f"not ready after {self._settings.wake_timeout:g}s")
+        except PowerError as exc:
+            failure = _Failure(False, exc.message)
+        except WakeError as exc:
+            failure = _Failure(False, exc.message)
+        except Exception as exc:  # a bug must fail this wake, not leave it "waking" forever
+            log.exception("idle-watch: waking %s crashed", self.ref)
+            failure = _Failure(False, f"internal error: {exc}")
+        else:
+            self._failure = None
+            self._last_activity = self._clock()
+            self._set(WakeState.READY, "ready")
+            self._finished(started, ok=True)
+            return None
+        log.warning("idle-watch: waking %s failed: %s", self.ref, failure.message)
+        self._failure = failure
+        self._circuit_until = self._clock() + self._settings.retry_after
+        self._set(WakeState.FAILED, failure.message, error=failure.message)
+        self._finished(started, ok=False)
+        return failure
+
+    def _finished(self, started: float, *, ok: bool) -> None:
+        seconds = self._clock() - started
+        self._stats.wake_finished(self.ref, seconds, ok)
+        if self._observer is not None:
+            self._observer.wake_finished(self.ref, seconds, ok)
+
+    async def _wake_steps(self) -> None:
+        stop_task = self._stop_task
+        if stop_task is not None and not stop_task.done():
+            await asyncio.wait([stop_task])
+        for dep in self.dependencies:
+            self._set(WakeState.WAKING, f"waking {dep.ref}")
+            try:
+                await dep.ready()
+            except WakeError as exc:
+                raise WakeError(self.ref, f"dependency {dep.ref}: {exc.message}", 0) from exc
+        guest = await self._guest()
+        action = self._wake_action(guest)
+        if action is not None:
+            self._set(WakeState.WAKING, "starting")
+            await self._power_on(guest, action)
+        self._slept = None
+        self._expect("running")
+        await self._until_serving()
+
+    async def _guest(self) -> Guest:
+        if not self._inventory.snapshot.clusters:
+            # Started before the first poll finished: wait for it (within wake_timeout).
+            await self._inventory.wait_until(lambda s: bool(s.clusters), self.wake_timeout_s)
+        found = resolve_guest(self._inventory.snapshot, self.ref)
+        if isinstance(found, str):
+            raise WakeError(self.ref, found, MISSING_RETRY_S)
+        return found
+
+    def _wake_action(self, guest: Guest) -> PowerOn | None:
+        """Our own record of how it went to sleep beats a snapshot that may lag behind."""
+        if self._slept in ("paused", "suspended"):
+            return "resume"
+        if self._slept in ("stopped", "hibernated"):
+            return "start"
+        if guest.status == "paused":
+            return "resume"
+        if guest.status == "running":
+            return None
+        if guest.type == "lxc" and guest.lock == "suspended":
+            return "resume"  # a checkpointed container
+        return "start"  # stopped, or a hibernated VM (its start restores the RAM)
+
+    async def _power_on(self, guest: Guest, action: PowerOn) -> None:
+        try:
+            if action == "resume":
+                await self._power.resume(guest)
+            else:
+                await self._power.start(guest)
+        except PowerError as exc:
+            # The snapshot was stale and someone else started it: that is what we wanted.
+            if "already running" not in exc.message:
+                raise
+
+    async def _until_serving(self) -> None:
+        """An address in the snapshot (DHCP may need a poll), then the probe passing."""
+        while True:
+            found = resolve_guest(self._inventory.snapshot, self.ref)
+            if isinstance(found, str):
+                raise WakeError(self.ref, found, MISSING_RETRY_S)
+            if not found.ips:
+                self._set(WakeState.WAKING, "waiting for an address")
+                await self._inventory.wait_until(self._has_address, self.wake_timeout_s)
+                continue
+            if self._probe is None or self._port is None:
+                return
+            self._set(WakeState.WAKING, "waiting for the port")
+            if await self._probe.check(found.ips[0], self._port):
+                return
+            await asyncio.sleep(self._probe_interval_s)
+
+    def _has_address(self, snapshot: Snapshot) -> bool:
+        found = resolve_guest(snapshot, self.ref)
+        return isinstance(found, str) or bool(found.ips)
+
+    def _begin_stop(self) -> None:
+        self._set(WakeState.STOPPING, "stopping")
+        self._stop_task = asyncio.create_task(self._stop(), name=f"idle-stop:{self.ref}")
+
+    async def _stop(self) -> None:
+        assert self.idle is not None  # only guests with idle settings are stopped
+        method = self.idle.stop_method
+        try:
+            guest = await self._guest()
+            slept = await self._power_off(guest)
+        except Exception as exc:  # PowerError, WakeError, or a bug: the guest stays up
+            message = exc.message if isinstance(exc, PowerError | WakeError) else repr(exc)
+            log.warning("idle-watch: %s of %s failed: %s", method, self.ref, message)
+            self._stats.idle_stop_failed(self.ref)
+            self._last_activity = self._clock()  # try again after another idle period
+            if not self._wake_pending():
+                self._set(WakeState.READY, "ready")
+            return
+        log.info("idle-watch: %s idle for %gs, %s", self.ref, self.idle.timeout, slept)
+        self._slept = slept
+        self._expect("running" if slept == "paused" else "stopped")
+        self._stats.idle_stopped(self.ref)
+        if self._observer is not None:
+            self._observer.idle_stopped(self.ref)
+        if not self._wake_pending():
+            self._set(WakeState.ASLEEP, slept)
+
+    def _wake_pending(self) -> bool:
+        return self._wake_task is not None and not self._wake_task.done()
+
+    async def _power_off(self, guest: Guest) -> Slept:
+        assert self.idle is not None
+        method = self.idle.stop_method
+        if method == "shutdown":
+            await self._power.shutdown(guest, self.idle.shutdown_timeout)
+            return "stopped"
+        if method == "stop":
+            await self._power.stop(guest)
+            return "stopped"
+        if method == "hibernate" and guest.type == "qemu":
+            await self._power.hibernate(guest)
+            return "hibernated"
+        # suspend; and hibernate of a container, whose closest equivalent is PVE's (CRIU)
+        # suspend: both keep the running state and are undone with resume.
+        await self._power.pause(guest)
+        return "paused" if guest.type == "qemu" else "suspended"
+
+    def _expect(self, status: Literal["running", "stopped"]) -> None:
+        self._expected = status
+        self._sync_deadline = self._clock() + self._sync_grace_s
+
+    def _follow(self, guest: Guest, *, initial: bool) -> None:
+        running = guest.status == "running"
+        if self._expected is not None and not initial:
+            if running == (self._expected == "running"):
+                self._expected = None  # the inventory caught up with what we did
+            elif self._clock() < self._sync_deadline:
+                return  # still showing the state from before our action
+            else:
+                self._expected = None
+        if self._slept == "paused" and guest.status == "stopped":
+            self._slept = None  # someone stopped the VM we had paused: start it next time
+        # A VM we paused still shows "running"; /cluster/resources has no qmpstatus.
+        awake = running and self._slept != "paused"
+        state = self.state
+        if awake and (initial or state in (WakeState.ASLEEP, WakeState.FAILED)):
+            self._slept = None
+            self._failure = None
+            self._last_activity = self._clock()  # its idle clock starts now
+            if state is not WakeState.READY:
+                log.info("idle-watch: %s is running (started outside pxproxy)", self.ref)
+            self._set(WakeState.READY, "ready")
+        elif not awake and (initial or state is WakeState.READY):
+            if state is WakeState.READY:
+                log.info("idle-watch: %s is %s (stopped outside pxproxy)", self.ref, guest.status)
+                self._slept = None
+            self._set(WakeState.ASLEEP, "asleep")
