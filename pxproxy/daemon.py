@@ -12,13 +12,20 @@ from collections.abc import Callable
 from aiohttp import web
 
 from .api.app import build_app, make_context
+from .config.loader import ConfigError
 from .config.models import ClusterConfig, Config, is_loopback_host, split_address
 from .inventory.address_policy import AddressPolicy
 from .inventory.ip_resolution import IpResolver
 from .inventory.poller import ClusterPoller, PollSettings
 from .inventory.store import Inventory
 from .metrics import Metrics
+from .proxy.http import HttpProxy
+from .proxy.routes import RouteTable
+from .proxy.tcp import TcpProxy
 from .pve.client import PveClient
+from .wake.contract import Gate, WakeState
+from .wake.manager import DependencyCycleError, WakeManager
+from .wake.power import PvePowerControl
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +69,9 @@ def make_poller(
     return poller, client
 
 
+FIRST_POLL_WAIT_S = 15.0
+
+
 class Daemon:
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -70,31 +80,92 @@ class Daemon:
         names = config.cluster_names()
         self.metrics.watch_inventory(lambda: self.inventory.snapshot, lambda: names)
         self.pollers: list[ClusterPoller] = []
-        self._clients: list[PveClient] = []
+        self._clients: dict[str, PveClient] = {}
         for name, cluster in zip(names, config.proxmox, strict=True):
             poller, client = make_poller(name, cluster, self.inventory, config, self.metrics)
             self.pollers.append(poller)
-            self._clients.append(client)
+            self._clients[name] = client
         self._tasks: list[asyncio.Task[None]] = []
-        self._runner: web.AppRunner | None = None
+        self._api_runner: web.AppRunner | None = None
+        self._proxy_runner: web.BaseRunner | None = None
+        self.wake: WakeManager | None = None
+        http_routes = [r for r in config.routes if r.host]
+        self.http_proxy = (
+            HttpProxy(
+                RouteTable(config.routes), self.inventory, self._gate, config.proxy, self.metrics
+            )
+            if http_routes
+            else None
+        )
+        tcp_routes = [(i, r) for i, r in enumerate(config.routes) if r.listen]
+        self.tcp_proxy = (
+            TcpProxy(
+                tcp_routes,
+                self.inventory,
+                self._gate,
+                connect_timeout_s=config.proxy.connect_timeout,
+                hooks=self.metrics,
+            )
+            if tcp_routes
+            else None
+        )
         self.api_port: int | None = None
+        self.proxy_port: int | None = None
+
+    def _gate(self, route_index: int) -> Gate:
+        if self.wake is None:
+            raise RuntimeError("idle-watch is not started")
+        return self.wake.gate_for(route_index)
+
+    def _route_states(self) -> dict[int, WakeState]:
+        return dict(self.wake.states()) if self.wake is not None else {}
 
     async def start(self) -> None:
+        """API first (so /health answers at once), then polling, idle-watch and the proxies."""
         host, port = split_address(self.config.listen.api)
         loopback = is_loopback_host(host)
         if not self.config.api.tokens and not loopback:
             log.warning(
                 "no api.tokens configured and the API listens on %s: only /health will answer", host
             )
-        ctx = make_context(self.config, self.inventory, self.metrics, loopback)
-        self._runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        ctx = make_context(self.config, self.inventory, self.metrics, loopback, self._route_states)
+        self._api_runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
+        await self._api_runner.setup()
+        site = web.TCPSite(self._api_runner, host, port, reuse_address=True)
         await site.start()
         self.api_port = self._bound_port(site)
+        log.info("pxproxy API listening on %s:%s", host, self.api_port)
         for poller in self.pollers:
             self._tasks.append(asyncio.create_task(poller.run(), name=f"poll:{poller.name}"))
-        log.info("pxproxy API listening on %s:%s", host, self.api_port)
+        if self.config.routes:
+            await self._start_routing()
+
+    async def _start_routing(self) -> None:
+        # Routes to one guest by name and by vmid share a waker only if refs resolve when
+        # the manager is built: give the first poll a moment.
+        names = set(self.config.cluster_names())
+        with contextlib.suppress(TimeoutError):
+            await self.inventory.wait_until(lambda s: names <= set(s.clusters), FIRST_POLL_WAIT_S)
+        try:
+            self.wake = WakeManager(
+                self.config.routes,
+                self.inventory,
+                PvePowerControl(self._clients),
+                observer=self.metrics,
+            )
+        except DependencyCycleError as exc:
+            raise ConfigError(f"routes: {exc}") from None
+        await self.wake.start()
+        if self.http_proxy is not None:
+            host, port = split_address(self.config.listen.proxy)
+            self._proxy_runner = self.http_proxy.make_runner()
+            await self._proxy_runner.setup()
+            site = web.TCPSite(self._proxy_runner, host, port, reuse_address=True)
+            await site.start()
+            self.proxy_port = self._bound_port(site)
+            log.info("pxproxy proxy listening on %s:%s", host, self.proxy_port)
+        if self.tcp_proxy is not None:
+            await self.tcp_proxy.start()
 
     @staticmethod
     def _bound_port(site: web.TCPSite) -> int | None:
@@ -103,16 +174,26 @@ class Daemon:
         return int(sockets[0].getsockname()[1]) if sockets else None
 
     async def stop(self) -> None:
+        """Stop accepting, then idle-watch, polling, the API, and the Proxmox sessions."""
+        if self._proxy_runner is not None:
+            await self._proxy_runner.cleanup()
+            self._proxy_runner = None
+        if self.http_proxy is not None:
+            await self.http_proxy.close()
+        if self.tcp_proxy is not None:
+            await self.tcp_proxy.close()
+        if self.wake is not None:
+            await self.wake.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-        for client in self._clients:
+        if self._api_runner is not None:
+            await self._api_runner.cleanup()
+            self._api_runner = None
+        for client in self._clients.values():
             await client.close()
 
     async def run_until_signalled(self) -> None:

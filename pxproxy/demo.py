@@ -23,11 +23,11 @@ def demo_config(lab: LabServer, proxy: str, api: str, token: str) -> Config:
     for g in sorted(lab.cluster.guests.values(), key=lambda g: g.vmid):
         route: dict[str, Any] = {
             "host": f"{g.name}.{DEMO_DOMAIN}",
-            "guest": f"{g.node}/{g.vmid}",
+            "guest": g.name,
             "port": g.ports[0],
         }
         if g.status != "running":
-            route["idle"] = {"timeout": "2m", "wake_timeout": "1m", "stop_method": "shutdown"}
+            route["idle"] = {"timeout": "1m", "wake_timeout": "1m", "stop_method": "shutdown"}
         routes.append(route)
     data = {
         "proxmox": [
@@ -80,20 +80,29 @@ def instructions(lab: LabServer, daemon: Daemon, config: Config, token: str) -> 
             f"  curl -s http://{running.ip}:{running.ports[0]}/"
             f"      # {running.name} itself, on its own address",
         ]
+    proxy_host, _ = split_address(config.listen.proxy)
+    proxy = f"{DEMO_DOMAIN}:{daemon.proxy_port}"
+    if running is not None:
+        lines.append(
+            f"  curl -s http://{running.name}.{proxy}/      # {running.name} through the proxy"
+        )
     if sleeping is not None:
         lines += [
-            f"  {sleeping.name} (vmid {sleeping.vmid}) is stopped: "
-            f"curl -s {auth} {api}/api/v1/guests/{sleeping.vmid}",
+            f"  curl -s http://{sleeping.name}.{proxy}/      # {sleeping.name} is asleep:"
+            " this request wakes it",
+            f"  a browser on http://{sleeping.name}.{proxy}/ gets a loading page that follows"
+            " the wake",
         ]
     lines += [
+        f"  curl -s {auth} {api}/api/v1/routes      # each route's wake state",
         "",
-        f"Routes (configured; the proxy on {config.listen.proxy} and wake-on-request come with",
-        "the reverse proxy, stats and journal streams with the streams feature):",
+        f"Routes (proxy on {proxy_host}:{daemon.proxy_port}; *.localhost names resolve to"
+        " loopback):",
     ]
     for route in config.routes:
         lines.append(
             f"  {', '.join(route.host or ())} -> {route.guest}:{route.port}"
-            + ("  (idle-watch)" if route.idle else "")
+            + (f"  (idle-watch, {route.idle.timeout:g}s)" if route.idle else "")
         )
     lines += ["", "Ctrl-C stops the demo and everything it started."]
     return "\n".join(lines) + "\n"

@@ -145,10 +145,11 @@ class Metrics:
     def count_lookup(self, kind: str, result: str) -> None:
         self._child(self.lookups, kind, result).inc()
 
-    def proxy_request(self, route: str, status: int, upstream_s: float | None) -> None:
+    def request(self, route: str, status: int, upstream_seconds: float | None) -> None:
+        """A proxied HTTP request finished (the proxy's hook)."""
         self._child(self.proxy_requests, route, str(status)).inc()
-        if upstream_s is not None:
-            self.upstream_seconds.labels(route).observe(upstream_s)
+        if upstream_seconds is not None:
+            self.upstream_seconds.labels(route).observe(upstream_seconds)
 
     def connection_opened(self, route: str) -> None:
         self.proxy_connections.labels(route).inc()
