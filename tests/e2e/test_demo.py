@@ -37,6 +37,16 @@ async def get(url: str, token: str | None = None) -> tuple[int, str]:
         return resp.status, await resp.text()
 
 
+async def get_host(url: str, host: str) -> tuple[int, str]:
+    """A request with an explicit Host header (the test need not resolve *.localhost)."""
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.get(url, headers={"Host": host}) as resp,
+    ):
+        return resp.status, await resp.text()
+
+
 async def test_demo_prints_instructions_that_work() -> None:
     api_port, proxy_port = free_port(), free_port()
     proc = await asyncio.create_subprocess_exec(
@@ -68,7 +78,18 @@ async def test_demo_prints_instructions_that_work() -> None:
         ]
         status, body = await get(guest_url)
         assert (status, body.split(" ")[0]) == (200, name)
-        assert re.search(r"\S+\.demo\.localhost -> \S+:8080  \(idle-watch\)", text)
+        assert re.search(r"\S+\.demo\.localhost -> \S+:8080  \(idle-watch, 60s\)", text)
+        # Routes through the proxy: a running guest, then a sleeping one woken by the request.
+        running = re.search(r"curl -s http://(\S+)\.demo\.localhost:(\d+)/\s+# (\S+) through", text)
+        sleeping = re.search(
+            r"curl -s http://(\S+)\.demo\.localhost:(\d+)/\s+# \S+ is asleep", text
+        )
+        assert running is not None
+        assert sleeping is not None
+        for match in (running, sleeping):
+            name, port = match.group(1), match.group(2)
+            status, body = await get_host(f"http://127.0.0.1:{port}/", f"{name}.demo.localhost")
+            assert (status, body.split(" ")[0]) == (200, name)
         status, body = await get(f"http://127.0.0.1:{api_port}/health")
         assert '"status":"ok"' in body
     finally:
