@@ -131,6 +131,7 @@ class Metrics:
         )
         # labels() takes a lock and hashes every call; hot paths reuse the children.
         self._children: dict[tuple[str, str, str], Counter] = {}
+        self._gauges: dict[str, Gauge] = {}
 
     def _child(self, metric: Counter, a: str, b: str) -> Counter:
         key = (metric._name, a, b)
@@ -152,10 +153,16 @@ class Metrics:
             self.upstream_seconds.labels(route).observe(upstream_seconds)
 
     def connection_opened(self, route: str) -> None:
-        self.proxy_connections.labels(route).inc()
+        self._gauge(route).inc()
 
     def connection_closed(self, route: str) -> None:
-        self.proxy_connections.labels(route).dec()
+        self._gauge(route).dec()
+
+    def _gauge(self, route: str) -> Gauge:
+        child = self._gauges.get(route)
+        if child is None:
+            child = self._gauges[route] = self.proxy_connections.labels(route)
+        return child
 
     def tcp_bytes(self, route: str, to_guest: int, to_client: int) -> None:
         self._child(self.tcp_relayed, route, "to_guest").inc(to_guest)

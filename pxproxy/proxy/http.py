@@ -91,6 +91,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
+# Bodies up to this size with a Content-Length are relayed in one write with their headers.
+SMALL_BODY_BYTES = 64 * 1024
+
+
 class _Activity:
     """Reports activity to the gate, at most every ACTIVITY_INTERVAL_S."""
 
@@ -404,9 +408,14 @@ class HttpProxy:
         activity: _Activity,
         upstream_s: float,
     ) -> web.StreamResponse:
-        out = web.StreamResponse(
-            status=resp.status, reason=resp.reason, headers=client_response_headers(resp.headers)
-        )
+        headers = client_response_headers(resp.headers)
+        length = resp.content_length
+        if length is not None and length <= SMALL_BODY_BYTES and request.method != "HEAD":
+            small = await self._small_response(request, resp, match, upstream, headers, upstream_s)
+            if small is not None:
+                activity()
+                return small
+        out = web.StreamResponse(status=resp.status, reason=resp.reason, headers=headers)
         finished = False
         try:
             try:
@@ -451,6 +460,38 @@ class HttpProxy:
             else:
                 resp.close()
             self._metrics.request(match.name, out.status, upstream_s)
+
+    async def _small_response(
+        self,
+        request: web.BaseRequest,
+        resp: aiohttp.ClientResponse,
+        match: RouteMatch,
+        upstream: Upstream,
+        headers: CIMultiDict[str],
+        upstream_s: float,
+    ) -> web.Response | None:
+        """A small body of known length, read whole and sent with its headers in one write:
+        one syscall instead of three per response. Bounded by SMALL_BODY_BYTES."""
+        try:
+            body = await resp.read()
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            resp.close()
+            log.warning(
+                "%s: guest %s broke off the response: %s",
+                match.name,
+                upstream.guest,
+                _describe(exc),
+            )
+            response = web.Response(
+                status=502, text=f"guest {upstream.guest} broke off its response\n"
+            )
+            self._metrics.request(match.name, 502, upstream_s)
+            return response
+        resp.release()
+        headers.popall("Content-Length", None)  # web.Response sets it from the body
+        out = web.Response(status=resp.status, reason=resp.reason, headers=headers, body=body)
+        self._metrics.request(match.name, out.status, upstream_s)
+        return out
 
     def _upstream_error(
         self, exc: BaseException, upstream: Upstream, too_large: bool

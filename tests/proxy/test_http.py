@@ -337,12 +337,14 @@ def _rst(writer: asyncio.StreamWriter) -> None:
 
 @pytest.fixture
 async def resetting_upstream() -> AsyncIterator[int]:
-    """A guest that resets: /partial after 100 of 1000 promised bytes, /none before answering."""
+    """A guest that resets: /partial after 100 of 1000 promised bytes, /partial-big after 100
+    of 1 MiB (streamed, not buffered), /none before answering."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        if head.startswith(b"GET /partial"):
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"z" * 100)
+        if head.startswith((b"GET /partial-big", b"GET /partial ")):
+            length = 1 << 20 if head.startswith(b"GET /partial-big") else 1000
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % length + b"z" * 100)
             await writer.drain()
         _rst(writer)
 
@@ -362,10 +364,16 @@ async def test_upstream_reset_mid_response_cuts_client_cleanly(
 ) -> None:
     bad = (*routes({"host": "reset.test", "guest": "rst", "port": resetting_upstream}), *LAB_ROUTES)
     px = await start_proxy(bad, [snapshot_guest(99, "rst", (HOST,)), *lab_guests(http_lab)])
-    async with client.get(px.url + "/partial", headers={"Host": "reset.test"}) as resp:
+    # A large body is streamed: the status is already out, so the client is cut off and sees
+    # a truncated body, never a complete-looking one.
+    async with client.get(px.url + "/partial-big", headers={"Host": "reset.test"}) as resp:
         assert resp.status == 200
         with pytest.raises(aiohttp.ClientPayloadError):
             await resp.read()
+    # A small body is read whole before anything is sent: the client gets a clean 502.
+    status, text = await get_text(client, px.url + "/partial", "reset.test")
+    assert status == 502
+    assert "broke off" in text
     # Nothing sent yet when the guest resets: a 502 that says what happened.
     status, text = await get_text(client, px.url + "/none", "reset.test")
     assert status == 502
