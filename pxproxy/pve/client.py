@@ -6,6 +6,7 @@ Knows Proxmox and nothing of routes, idling or HTTP answers of our own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -302,9 +303,12 @@ class PveClient:
         data = await self.get(f"/nodes/{_seg(node)}/tasks/{quote(upid, safe='')}/status")
         return parse_task_status(upid, node, data)
 
-    async def wait_task(self, upid: str, timeout_s: float) -> TaskStatus:
+    async def wait_task(
+        self, upid: str, timeout_s: float, *, poke: asyncio.Event | None = None
+    ) -> TaskStatus:
         """Poll a task with backoff until it stops; raises PveTaskTimeoutError past timeout_s.
-        The caller decides whether a failed task is an error (`TaskStatus.ok`)."""
+        The caller decides whether a failed task is an error (`TaskStatus.ok`). Setting `poke`
+        asks again at once (a caller that sees the task's effect need not wait the backoff)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         delay = TASK_POLL_START_S
@@ -315,7 +319,12 @@ class PveClient:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise PveTaskTimeoutError(upid, timeout_s)
-            await asyncio.sleep(min(delay, remaining))
+            if poke is None:
+                await asyncio.sleep(min(delay, remaining))
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(poke.wait(), min(delay, remaining))
+                poke.clear()
             delay = min(delay * 2, TASK_POLL_MAX_S)
 
 

@@ -6,6 +6,7 @@ exit status or PVE's message) when it did not succeed.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping
 from typing import Protocol
@@ -34,7 +35,8 @@ class PowerError(Exception):
 class PowerControl(Protocol):
     """Power actions on one guest; each returns when its Proxmox task has ended."""
 
-    async def start(self, guest: Guest) -> None: ...
+    async def start(self, guest: Guest, *, poke: asyncio.Event | None = None) -> None:
+        """Start and wait for the task; setting `poke` asks for its status again at once."""
 
     async def stop(self, guest: Guest) -> None: ...
 
@@ -47,7 +49,7 @@ class PowerControl(Protocol):
     async def hibernate(self, guest: Guest) -> None:
         """QEMU: suspend to disk; woken with start."""
 
-    async def resume(self, guest: Guest) -> None: ...
+    async def resume(self, guest: Guest, *, poke: asyncio.Event | None = None) -> None: ...
 
 
 class PowerApi(Protocol):
@@ -57,7 +59,9 @@ class PowerApi(Protocol):
         self, kind: GuestType, node: str, vmid: int, action: str, **params: str | int
     ) -> str: ...
 
-    async def wait_task(self, upid: str, timeout_s: float) -> TaskStatus: ...
+    async def wait_task(
+        self, upid: str, timeout_s: float, *, poke: asyncio.Event | None = None
+    ) -> TaskStatus: ...
 
 
 def guest_label(guest: Guest) -> str:
@@ -74,8 +78,8 @@ class PvePowerControl:
         self._clients = dict(clients)
         self._task_timeout_s = task_timeout_s
 
-    async def start(self, guest: Guest) -> None:
-        await self._run(guest, "start", self._task_timeout_s)
+    async def start(self, guest: Guest, *, poke: asyncio.Event | None = None) -> None:
+        await self._run(guest, "start", self._task_timeout_s, poke=poke)
 
     async def stop(self, guest: Guest) -> None:
         await self._run(guest, "stop", self._task_timeout_s)
@@ -95,10 +99,18 @@ class PvePowerControl:
             raise PowerError(guest_label(guest), "hibernate", "only QEMU VMs can hibernate")
         await self._run(guest, "suspend", self._task_timeout_s, todisk=1)
 
-    async def resume(self, guest: Guest) -> None:
-        await self._run(guest, "resume", self._task_timeout_s)
+    async def resume(self, guest: Guest, *, poke: asyncio.Event | None = None) -> None:
+        await self._run(guest, "resume", self._task_timeout_s, poke=poke)
 
-    async def _run(self, guest: Guest, action: str, wait_s: float, **params: str | int) -> None:
+    async def _run(
+        self,
+        guest: Guest,
+        action: str,
+        wait_s: float,
+        *,
+        poke: asyncio.Event | None = None,
+        **params: str | int,
+    ) -> None:
         label = guest_label(guest)
         client = self._clients.get(guest.cluster)
         if client is None:
@@ -106,7 +118,7 @@ class PvePowerControl:
         upid: str | None = None
         try:
             upid = await client.guest_action(guest.type, guest.node, guest.vmid, action, **params)
-            status = await client.wait_task(upid, wait_s)
+            status = await client.wait_task(upid, wait_s, poke=poke)
         except PveTaskFailedError as exc:
             raise PowerError(label, action, exc.exitstatus, upid=exc.upid) from exc
         except PveError as exc:

@@ -343,15 +343,38 @@ class Waker:
         return "start"  # stopped, or a hibernated VM (its start restores the RAM)
 
     async def _power_on(self, guest: Guest, action: PowerOn) -> None:
+        # PVE's task status is polled with backoff, which can lag a boot by a whole delay.
+        # While waiting, probe the port: when it answers, ask for the task's status at once.
+        # Readiness still needs the task to end OK (the address may belong to someone else).
+        poke = asyncio.Event()
+        watcher = (
+            asyncio.create_task(self._poke_when_serving(guest, poke), name=f"poke:{self.ref}")
+            if self._probe is not None and self._port is not None and guest.ips
+            else None
+        )
         try:
             if action == "resume":
-                await self._power.resume(guest)
+                await self._power.resume(guest, poke=poke)
             else:
-                await self._power.start(guest)
+                await self._power.start(guest, poke=poke)
         except PowerError as exc:
             # The snapshot was stale and someone else started it: that is what we wanted.
             if "already running" not in exc.message:
                 raise
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    async def _poke_when_serving(self, guest: Guest, poke: asyncio.Event) -> None:
+        assert self._probe is not None
+        assert self._port is not None
+        while True:
+            if await self._probe.check(guest.ips[0], self._port):
+                poke.set()
+                return
+            await asyncio.sleep(self._probe_interval_s)
 
     async def _until_serving(self) -> None:
         """An address in the snapshot (DHCP may need a poll), then the probe passing."""

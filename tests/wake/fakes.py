@@ -52,7 +52,7 @@ class FakePower:
     def actions(self, vmid: int | None = None) -> list[str]:
         return [a for a, v in self.calls if vmid is None or v == vmid]
 
-    async def start(self, guest: Guest) -> None:
+    async def start(self, guest: Guest, *, poke: asyncio.Event | None = None) -> None:
         await self._do("start", guest)
 
     async def stop(self, guest: Guest) -> None:
@@ -68,7 +68,7 @@ class FakePower:
     async def hibernate(self, guest: Guest) -> None:
         await self._do("hibernate", guest)
 
-    async def resume(self, guest: Guest) -> None:
+    async def resume(self, guest: Guest, *, poke: asyncio.Event | None = None) -> None:
         await self._do("resume", guest)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from pxproxy.inventory.model import GuestType
@@ -29,7 +31,9 @@ class FakeApi:
             raise self.error
         return UPID
 
-    async def wait_task(self, upid: str, timeout_s: float) -> TaskStatus:
+    async def wait_task(
+        self, upid: str, timeout_s: float, *, poke: asyncio.Event | None = None
+    ) -> TaskStatus:
         self.waits.append(timeout_s)
         return TaskStatus(upid=upid, node="pve", running=False, exitstatus=self.exitstatus)
 

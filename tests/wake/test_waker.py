@@ -10,6 +10,7 @@ import asyncio
 
 import pytest
 
+from pxproxy.inventory.model import Guest
 from pxproxy.inventory.store import Inventory
 from pxproxy.wake.contract import WakeError, WakeProgress, WakeState, WakeTimeout
 from pxproxy.wake.waker import Waker
@@ -61,7 +62,9 @@ async def test_a_stopped_guest_starts_asleep_and_wakes_on_ready(
     await waker.ready()
     assert waker.state is WakeState.READY
     assert power.calls == [("start", 101)]
-    assert probe.checks == [("10.0.0.101", 80)]
+    # Probed while the start task runs (to ask for its status early) and after it ended.
+    assert probe.checks
+    assert set(probe.checks) == {("10.0.0.101", 80)}
     await waker.close()
     assert probe.closed
 
@@ -439,7 +442,7 @@ async def test_a_crash_inside_the_wake_fails_it_instead_of_hanging(
     inventory: Inventory, clock: FakeClock
 ) -> None:
     class Crashing(FakePower):
-        async def start(self, guest: object) -> None:
+        async def start(self, guest: object, *, poke: asyncio.Event | None = None) -> None:
             raise RuntimeError("bug")
 
     waker = make_waker(inventory, Crashing(), clock)
@@ -447,3 +450,24 @@ async def test_a_crash_inside_the_wake_fails_it_instead_of_hanging(
         await waker.ready()
     assert waker.state is WakeState.FAILED
     await waker.close()
+
+
+async def test_port_answering_during_the_start_asks_for_the_task_at_once(
+    inventory: Inventory, clock: FakeClock
+) -> None:
+    """The start task's status is polled with backoff; when the probe sees the port open the
+    waker pokes the poll, and still waits for the task to end OK."""
+    pokes: list[asyncio.Event] = []
+
+    class PokedPower(FakePower):
+        async def start(self, guest: Guest, *, poke: asyncio.Event | None = None) -> None:
+            self.calls.append(("start", guest.vmid))
+            assert poke is not None
+            pokes.append(poke)
+            await poke.wait()  # the task "ends" only when someone asks again
+
+    waker = make_waker(inventory, PokedPower(), clock, FakeProbe())
+    await asyncio.wait_for(waker.ready(), 5)
+    assert waker.state is WakeState.READY
+    assert len(pokes) == 1
+    assert pokes[0].is_set()
