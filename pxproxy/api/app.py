@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from aiohttp import web
 
 from ..config.models import Config
 from ..inventory.store import Inventory
 from ..metrics import Metrics
+from ..pve.client import PveClient
 from ..wake.contract import WakeState
 from . import handlers
 from .auth import ANONYMOUS, Principal, TokenAuthority
@@ -23,11 +24,15 @@ log = logging.getLogger(__name__)
 UNMATCHED = "unmatched"
 
 
-def build_app(ctx: ApiContext) -> web.Application:
+def build_app(
+    ctx: ApiContext, setup: Iterable[Callable[[web.Application], None]] = ()
+) -> web.Application:
     """Each route is wrapped once at startup with auth, error mapping and metrics: cheaper per
     request than an aiohttp middleware, which is rebuilt around the handler on every call."""
     app = web.Application(client_max_size=64 * 1024)
     app[handlers.CONTEXT] = ctx
+    for step in setup:  # services of the streaming endpoints, under their own AppKeys
+        step(app)
     for route in handlers.ROUTES:
         # The metrics label is the canonical path: "/api/v1/guests/{ref}".
         endpoint = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", route.path)
@@ -113,6 +118,7 @@ def make_context(
     metrics: Metrics,
     loopback: bool,
     route_states: Callable[[], Mapping[int, WakeState]] = dict,
+    clients: Mapping[str, PveClient] | None = None,
 ) -> ApiContext:
     return ApiContext(
         config=config,
@@ -122,4 +128,5 @@ def make_context(
         loopback_listener=loopback,
         cluster_names=config.cluster_names(),
         route_states=route_states,
+        clients=dict(clients or {}),
     )

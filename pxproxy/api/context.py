@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from ..config.models import Config
 from ..inventory.store import Inventory
 from ..metrics import Metrics
+from ..pve.client import PveClient
 from ..wake.contract import WakeState
+from .audit import AuditLog
 from .auth import Principal, TokenAuthority
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -26,3 +28,6 @@ class ApiContext:
     cluster_names: list[str]
     # Wake state by route index; routes without idle-watch are absent (always ready).
     route_states: Callable[[], Mapping[int, WakeState]] = dict
+    # The Proxmox client of each cluster, by cluster name (streams and power actions).
+    clients: Mapping[str, PveClient] = field(default_factory=dict)
+    audit: AuditLog = field(default_factory=AuditLog)

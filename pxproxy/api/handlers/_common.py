@@ -26,6 +26,16 @@ def require(request: web.Request, scope: Scope) -> None:
         raise ApiError(403, "Forbidden", f"token {principal.name!r} lacks the {scope!r} scope")
 
 
+def require_for_guest(request: web.Request, scope: Scope, guest: Guest) -> None:
+    """The scope, and the guest in the token's allowlist (power and exec)."""
+    require(request, scope)
+    principal = request[PRINCIPAL]
+    if not principal.may_touch(guest):
+        raise ApiError(
+            403, "Forbidden", f"token {principal.name!r} may not act on guest {guest.ref}"
+        )
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(
         status=status, text=json.dumps(data, separators=(",", ":")), content_type="application/json"

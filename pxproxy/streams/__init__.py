@@ -1,0 +1,1 @@
+"""Streams of what guests and nodes do: stats, journals, tails and command output."""
