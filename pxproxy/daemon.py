@@ -128,7 +128,14 @@ class Daemon:
             log.warning(
                 "no api.tokens configured and the API listens on %s: only /health will answer", host
             )
-        ctx = make_context(self.config, self.inventory, self.metrics, loopback, self._route_states)
+        ctx = make_context(
+            self.config,
+            self.inventory,
+            self.metrics,
+            loopback,
+            self._route_states,
+            clients=self._clients,
+        )
         self._api_runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
         await self._api_runner.setup()
         site = web.TCPSite(self._api_runner, host, port, reuse_address=True)
