@@ -13,12 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import WSMsgType, web
 
-from .access import LabAccess
-from .api import PARAMS, USER, LabApi, ok
-from .journal import CursorError, Journal, JournalTicker, Profile, api_journal_lines
-from .shell import ExecRecord, GuestView, NodeShell
-from .state import LabCluster, LabError
-from .termproxy_frames import (
+from ..pve.termproxy_frames import (
     AUTH_OK,
     MAX_FRAME,
     FrameError,
@@ -27,6 +22,11 @@ from .termproxy_frames import (
     parse_auth,
     parse_message,
 )
+from .access import LabAccess
+from .api import PARAMS, USER, LabApi, ok
+from .journal import CursorError, Journal, JournalTicker, Profile, api_journal_lines
+from .shell import ExecRecord, GuestView, NodeShell
+from .state import LabCluster, LabError
 
 log = logging.getLogger(__name__)
 

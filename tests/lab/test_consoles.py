@@ -12,9 +12,9 @@ import pytest
 
 from pxproxy.config.models import ClusterConfig
 from pxproxy.lab.server import LabServer
-from pxproxy.lab.termproxy_frames import encode_auth, encode_input, encode_resize
 from pxproxy.pve.client import PveClient
 from pxproxy.pve.errors import PvePermissionError, PveServerError
+from pxproxy.pve.termproxy_frames import encode_auth, encode_input, encode_resize
 
 from ..support import wait_for
 

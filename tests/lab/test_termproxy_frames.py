@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pxproxy.lab.termproxy_frames import (
+from pxproxy.pve.termproxy_frames import (
     MAX_FRAME,
     AuthLine,
     FrameError,
