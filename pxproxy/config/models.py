@@ -81,27 +81,29 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+def _check_networks(value: tuple[str, ...]) -> tuple[str, ...]:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not a network like 10.0.0.0/8: {exc}") from None
+    return value
+
+
+Networks = Annotated[tuple[str, ...], AfterValidator(_check_networks)]
+
+
 class IpPolicy(Strict):
     """Which resolved addresses to keep.
 
     Default: every family and range, minus loopback and link-local."""
 
     families: tuple[Literal["ipv4", "ipv6"], ...] = ("ipv4", "ipv6")
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
+    include: Networks = ()
+    exclude: Networks = ()
     # Keep 127.0.0.0/8 addresses other than 127.0.0.1 (every guest's own lo); the lab's guests
     # live on such addresses. Off for real clusters.
     loopback: bool = False
-
-    @field_validator("include", "exclude")
-    @classmethod
-    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{item!r} is not a network like 10.0.0.0/8: {exc}") from None
-        return value
 
 
 class ClusterConfig(Strict):
@@ -274,23 +276,13 @@ class HealthCheckRules(Strict):
 
     user_agents: tuple[str, ...] = DEFAULT_HEALTH_AGENTS  # substrings, case-insensitive
     paths: tuple[str, ...] = ()  # exact paths, or prefixes ending in "*"
-    sources: tuple[str, ...] = ()  # client networks, e.g. [10.0.0.5/32]
-
-    @field_validator("sources")
-    @classmethod
-    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{item!r} is not a network like 10.0.0.0/8: {exc}") from None
-        return value
+    sources: Networks = ()  # client networks, e.g. [10.0.0.5/32]
 
 
 class ProxyConfig(Strict):
     # Clients whose X-Forwarded-*/Forwarded headers are believed (your outer proxy); from
     # anyone else they are replaced.
-    trusted_proxies: tuple[str, ...] = ()
+    trusted_proxies: Networks = ()
     health_checks: HealthCheckRules = HealthCheckRules()
     connect_timeout: Seconds = 5.0
     # An upstream that sends nothing for this long is given up on (streams that send
@@ -301,16 +293,6 @@ class ProxyConfig(Strict):
     keepalive_timeout: Seconds = 75.0
     max_body_size: int = Field(default=2**31, ge=0)  # bytes; 0: no limit
     max_header_size: int = Field(default=16384, ge=1024, le=1048576)
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _networks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{item!r} is not a network like 10.0.0.0/8: {exc}") from None
-        return value
 
 
 class Config(Strict):
