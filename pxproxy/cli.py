@@ -1,4 +1,4 @@
-"""Command line: `pxproxy run | check | demo | lab`."""
+"""Command line: `pxproxy run | check | demo | lab | stats | journal | exec`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .client_cli import add_commands as add_client_commands
 from .config.durations import parse_duration
 from .config.loader import ConfigError, config_path, load_config
 from .runtime import run, setup_logging
@@ -112,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     lab.add_argument("--scenario", help="YAML/JSON file with nodes and guests")
     lab.set_defaults(func=_cmd_lab)
+    add_client_commands(sub)  # stats, journal, exec: clients of a running daemon
     return parser
 
 

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from aiohttp import web
 
 from .api.app import build_app, make_context
+from .api.handlers.guest_streams import setup_guest_streams
+from .api.handlers.node_journal import setup_node_journal
+from .api.handlers.stats import setup_stats
 from .config.loader import ConfigError
 from .config.models import ClusterConfig, Config, is_loopback_host, split_address
 from .inventory.address_policy import AddressPolicy
@@ -136,7 +139,8 @@ class Daemon:
             self._route_states,
             clients=self._clients,
         )
-        self._api_runner = web.AppRunner(build_app(ctx), access_log=None, handle_signals=False)
+        app = build_app(ctx, setup=[setup_stats, setup_node_journal, setup_guest_streams])
+        self._api_runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._api_runner.setup()
         site = web.TCPSite(self._api_runner, host, port, reuse_address=True)
         await site.start()

@@ -186,6 +186,8 @@ class ApiToken(Strict):
     secret: SecretStr
     scopes: tuple[Scope, ...] = ("read",)
     guests: tuple[GuestRef, ...] = ("*",)
+    # Path prefixes this token may tail (/tail); None: any absolute path.
+    paths: tuple[str, ...] | None = None
 
     @field_validator("name")
     @classmethod

@@ -8,12 +8,16 @@ from typing import NamedTuple
 from aiohttp import web
 
 from ._common import CONTEXT
+from .guest_streams import exec_in_guest, journal_in_guest, tail_in_guest, tail_on_node
 from .guests import get_guest, list_guests
 from .health import health
 from .lookup import lookup
 from .metrics import metrics
+from .node_journal import node_journal
 from .nodes import list_nodes
+from .power import guest_power
 from .routes import list_routes
+from .stats import guest_stats, node_stats
 
 __all__ = ["CONTEXT", "ROUTES", "Route"]
 
@@ -32,7 +36,16 @@ ROUTES = (
     Route("GET", "/metrics", metrics),
     Route("GET", "/api/v1/guests", list_guests),
     Route("GET", "/api/v1/guests/{ref:.+}", get_guest),
+    Route("POST", "/api/v1/guests/{ref:.+}/{action}", guest_power),
     Route("GET", "/api/v1/lookup", lookup),
     Route("GET", "/api/v1/nodes", list_nodes),
     Route("GET", "/api/v1/routes", list_routes),
+    Route("POST", r"/exec/{node}/{vmid:\d+}", exec_in_guest),
+    Route("GET", r"/journal/{node}/{vmid:\d+}", journal_in_guest),
+    Route("GET", r"/tail/{node}/{vmid:\d+}", tail_in_guest),
+    Route("GET", "/tail/{node}", tail_on_node),
+    # /stats/node/{node} before /stats/{ref:.+}, which would match it too.
+    Route("GET", "/stats/node/{node}", node_stats),
+    Route("GET", "/stats/{ref:.+}", guest_stats),
+    Route("GET", "/journal/{node}", node_journal),
 )

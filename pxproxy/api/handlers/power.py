@@ -1,0 +1,189 @@
+"""`POST /api/v1/guests/{ref}/{action}`: power actions, optionally waiting for the Proxmox task.
+
+Needs the `power` scope and the guest in the token's allowlist. Every attempt on a known guest,
+refused or not, is written to the audit log with its result and duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from ...config.durations import parse_duration
+from ...inventory.model import Guest
+from ...pve.client import PveClient
+from ...pve.errors import (
+    PveAuthError,
+    PveConnectionError,
+    PveError,
+    PveNodeUnreachableError,
+    PveNotFoundError,
+    PveParameterError,
+    PvePermissionError,
+    PveServerError,
+    PveTaskTimeoutError,
+    PveTimeoutError,
+)
+from ...pve.models import TaskStatus
+from ..audit import AuditRecord
+from ..context import PRINCIPAL
+from ..problems import ApiError, bad_request, not_found
+from ._common import context, json_response, one_guest, require, require_for_guest
+
+ACTIONS = ("start", "stop", "shutdown", "reboot", "suspend", "resume")
+DEFAULT_TIMEOUT_S = 120.0
+# A request held open longer than this is more likely forgotten than wanted.
+MAX_TIMEOUT_S = 900.0
+_TRUE = ("1", "true", "yes")
+_FALSE = ("0", "false", "no", "")
+
+T = TypeVar("T")
+_STATE_CONFLICT_RE = re.compile(r"\b(already running|not running)\b")
+
+
+async def guest_power(request: web.Request) -> web.Response:
+    ref = request.match_info["ref"]
+    action = request.match_info["action"]
+    if action not in ACTIONS:
+        raise bad_request(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+    # The scope first, so a token that may never act learns nothing about which guests exist.
+    require(request, "power")
+    wait, timeout_s = _wait_options(request)
+    ctx = context(request)
+    guest = one_guest(ctx.inventory.snapshot.lookup_ref(ref), f"ref {ref!r}")
+    principal = request[PRINCIPAL]
+    started = time.monotonic()
+    detail: dict[str, Any] = {"id": guest.id, "node": guest.node, "wait": wait}
+    result: str | None = None
+    try:
+        require_for_guest(request, "power", guest)
+        client = ctx.clients.get(guest.cluster)
+        if client is None:
+            raise ApiError(
+                503, "Service Unavailable", f"no Proxmox client for cluster {guest.cluster!r}"
+            )
+        upid = await _pve(client.guest_action(guest.type, guest.node, guest.vmid, action), guest)
+        detail["upid"] = upid
+        body: dict[str, Any] = {
+            "upid": upid,
+            "guest": guest.id,
+            "ref": guest.ref,
+            "node": guest.node,
+            "action": action,
+        }
+        if not wait:
+            result = "started"
+            return json_response(body, status=202)
+        status = await _pve(_wait(client, upid, timeout_s), guest)
+        body["exitstatus"] = status.exitstatus
+        body["duration_s"] = round(time.monotonic() - started, 3)
+        if not status.ok:
+            result = f"failed: {status.exitstatus}"
+            if _STATE_CONFLICT_RE.search(status.exitstatus or ""):
+                # QEMU reports "VM 100 already running" in the task, LXC in the call's 500:
+                # the same conflict gets the same answer.
+                raise ApiError(409, "Conflict", status.exitstatus or "", **body)
+            raise ApiError(
+                502,
+                "Task Failed",
+                f"{action} of {guest.ref} failed: {status.exitstatus}",
+                **body,
+            )
+        result = "ok"
+        return json_response(body)
+    except ApiError as exc:
+        if result is None:  # a failed task has set its own
+            verb = "denied" if exc.status in (401, 403) else "failed"
+            result = f"{verb}: {exc.detail}"
+        raise
+    except asyncio.CancelledError:
+        # The caller went away while we waited; the Proxmox task itself goes on.
+        result = result or "abandoned: the client left while waiting"
+        raise
+    finally:
+        ctx.audit.write(
+            AuditRecord(
+                token=principal.name,
+                action=action,
+                guest=guest.ref,
+                detail=detail,
+                result=result or "failed: internal error",
+                duration_s=round(time.monotonic() - started, 3),
+            )
+        )
+
+
+async def _wait(client: PveClient, upid: str, timeout_s: float) -> TaskStatus:
+    try:
+        return await client.wait_task(upid, timeout_s)
+    except PveTaskTimeoutError:
+        # The task goes on in Proxmox; the caller can follow it by its UPID.
+        raise ApiError(
+            504,
+            "Gateway Timeout",
+            f"task {upid} still running after {timeout_s:g}s",
+            upid=upid,
+        ) from None
+
+
+async def _pve(call: Awaitable[T], guest: Guest) -> T:
+    """Await a Proxmox call, turning its typed errors into answers a user can act on."""
+    try:
+        return await call
+    except PveServerError as exc:
+        # PVE answers 500 for state conflicts: "CT 101 already running", "VM is locked".
+        raise ApiError(409, "Conflict", exc.message, proxmox_status=exc.status) from None
+    except PvePermissionError as exc:
+        missing = f"{exc.privilege} on {exc.acl_path}" if exc.privilege else "a privilege"
+        raise ApiError(
+            502,
+            "Bad Gateway",
+            f"pxproxy's Proxmox credentials lack {missing}: {exc.message}",
+            privilege=exc.privilege,
+            acl_path=exc.acl_path,
+        ) from None
+    except PveAuthError as exc:
+        raise ApiError(
+            502, "Bad Gateway", f"Proxmox refused pxproxy's credentials: {exc.message}"
+        ) from None
+    except PveNodeUnreachableError as exc:
+        raise ApiError(
+            503,
+            "Service Unavailable",
+            f"node {guest.node} is offline or unreachable: {exc.message}",
+        ) from None
+    except PveTimeoutError as exc:
+        raise ApiError(504, "Gateway Timeout", f"Proxmox did not answer: {exc.message}") from None
+    except PveConnectionError as exc:
+        raise ApiError(
+            503,
+            "Service Unavailable",
+            f"cannot reach Proxmox of cluster {guest.cluster!r}: {exc.message}",
+        ) from None
+    except PveParameterError as exc:
+        raise bad_request(f"Proxmox rejected the action: {exc}") from None
+    except PveNotFoundError as exc:
+        raise not_found(f"Proxmox does not know {guest.ref}: {exc.message}") from None
+    except PveError as exc:
+        raise ApiError(502, "Bad Gateway", f"Proxmox error: {exc}") from None
+
+
+def _wait_options(request: web.Request) -> tuple[bool, float]:
+    raw_wait = request.query.get("wait", "0").lower()
+    if raw_wait not in _TRUE + _FALSE:
+        raise bad_request(f"wait must be 1 or 0, not {raw_wait!r}")
+    raw_timeout = request.query.get("timeout")
+    if raw_timeout is None:
+        return raw_wait in _TRUE, DEFAULT_TIMEOUT_S
+    try:
+        timeout_s = parse_duration(raw_timeout)
+    except ValueError as exc:
+        raise bad_request(f"timeout: {exc}") from None
+    if not 0 < timeout_s <= MAX_TIMEOUT_S:
+        raise bad_request(f"timeout must be above 0 and at most {MAX_TIMEOUT_S:g}s")
+    return raw_wait in _TRUE, timeout_s
