@@ -93,6 +93,19 @@ def instructions(lab: LabServer, daemon: Daemon, config: Config, token: str) -> 
             f"  a browser on http://{sleeping.name}.{proxy}/ gets a loading page that follows"
             " the wake",
         ]
+    if running is not None:
+        lines += [
+            f"  curl -sN {auth} {api}/stats/{running.vmid}      # {running.name}: a line per"
+            " second",
+            f"  curl -sN {auth} {api}/journal/{running.node}      # follows the node journal",
+        ]
+    shell_guest = next((g for g in guests if g.status == "running" and g.type == "lxc"), None)
+    if shell_guest is not None:
+        lines.append(
+            f'  curl -s {auth} -d \'{{"argv": ["cat", "/etc/hostname"]}}\''
+            f" {api}/exec/{shell_guest.node}/{shell_guest.vmid}      # a command in a container"
+        )
+        lines.append(f"  PXPROXY_API={api} PXPROXY_TOKEN={token} pxproxy stats {shell_guest.name}")
     lines += [
         f"  curl -s {auth} {api}/api/v1/routes      # each route's wake state",
         "",

@@ -90,6 +90,25 @@ async def test_demo_prints_instructions_that_work() -> None:
             name, port = match.group(1), match.group(2)
             status, body = await get_host(f"http://127.0.0.1:{port}/", f"{name}.demo.localhost")
             assert (status, body.split(" ")[0]) == (200, name)
+        # Streams: a stats line of the running guest, and a command in a container.
+        stats_url = re.search(r'curl -sN -H "[^"]+" (\S+/stats/\d+)', text)
+        assert stats_url is not None
+        status, body = await get(stats_url.group(1) + "?stream=0", "demo-token-0123456789")
+        assert status == 200
+        assert re.fullmatch(r"running\|[\d.]+%\|\S+/\S+\|[\d.]+%\|\S+/\S+\|\S+/\S+\n", body)
+        exec_line = re.search(r"-d '(\{.*\})' (\S+/exec/\S+/\d+)", text)
+        assert exec_line is not None
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                exec_line.group(2),
+                data=exec_line.group(1),
+                headers={"Authorization": "Bearer demo-token-0123456789"},
+            ) as resp,
+        ):
+            output = await resp.text()
+        assert resp.status == 200
+        assert output.endswith("[exit status 0]\n")
         status, body = await get(f"http://127.0.0.1:{api_port}/health")
         assert '"status":"ok"' in body
     finally:

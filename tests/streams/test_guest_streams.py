@@ -34,6 +34,7 @@ from ..unit.builders import make_guest, make_node
 OPS = "ops-exec-token-0123456789"
 READER = "reader-token-0123456789"
 LIMITED = "wiki-only-token-0123456789"
+LOGS = "nginx-logs-token-0123456789"
 NODE = "pve1"
 LXC, STOPPED, QEMU = 101, 102, 103
 
@@ -78,6 +79,7 @@ async def api_stack(
             - {{name: ops, secret: {OPS}, scopes: [read, exec]}}
             - {{name: reader, secret: {READER}, scopes: [read]}}
             - {{name: limited, secret: {LIMITED}, scopes: [exec], guests: [wiki]}}
+            - {{name: logs, secret: {LOGS}, scopes: [exec], paths: [/var/log/nginx/]}}
         """
     )
     config = parse_config(text, env={})
@@ -391,3 +393,18 @@ async def test_tail_on_the_node(stack: Stack) -> None:
     assert node_runs == [("tail", "-n", "1", "--", "/etc/hostname")]
     status, _ = await get_text(stack, "/tail/nowhere?file=/etc/hostname")
     assert status == 404
+
+
+async def test_token_path_allowlist_limits_tail(stack: Stack) -> None:
+    before = stack.mark()
+    status, text = await get_text(
+        stack, f"/tail/{NODE}/{LXC}?file=/etc/shadow&follow=0", token=LOGS
+    )
+    assert status == 400
+    assert "/var/log/nginx/" in text
+    assert stack.mark() == before  # nothing reached the lab
+    status, text = await get_text(
+        stack, f"/tail/{NODE}/{LXC}?file=/var/log/nginx/access.log&follow=0&limit=2", token=LOGS
+    )
+    assert status == 200, text
+    assert len([line for line in text.splitlines() if line.strip()]) == 2
