@@ -408,3 +408,14 @@ async def test_token_path_allowlist_limits_tail(stack: Stack) -> None:
     )
     assert status == 200, text
     assert len([line for line in text.splitlines() if line.strip()]) == 2
+
+
+@pytest.mark.parametrize("vmid", ["1" * 5000, "١٠١"])
+async def test_hostile_vmids_are_not_found_not_crashes(stack: Stack, vmid: str) -> None:
+    before = stack.mark()
+    async with asyncio.timeout(20):
+        resp = await stack.http.post(
+            f"/exec/{NODE}/{vmid}", json={"argv": ["true"]}, headers=auth()
+        )
+    assert resp.status == 404
+    assert stack.mark() == before

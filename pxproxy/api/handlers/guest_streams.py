@@ -221,7 +221,8 @@ def _guest(request: web.Request) -> Guest:
     node = request.match_info["node"]
     vmid = request.match_info["vmid"]
     snapshot = context(request).inventory.snapshot
-    match = snapshot.lookup_ref(f"{node}/{int(vmid)}")
+    # lookup_ref validates the vmid (ASCII, 1..9 digits): no int() of hostile digit strings.
+    match = snapshot.lookup_ref(f"{node}/{vmid}")
     return one_guest(match, f"{node}/{vmid}")
 
 
