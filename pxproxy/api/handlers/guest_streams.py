@@ -317,6 +317,35 @@ def _api_error(exc: PveError) -> ApiError:
 Run = Callable[[Sink, StartHook | None], Awaitable[int]]
 
 
+def _via_agent(runner: ShellRunner, guest: Guest, argv: list[str]) -> Run:
+    """A snapshot through the QEMU guest agent (it cannot stream, so never a follow)."""
+
+    async def run(sink: Sink, on_start: StartHook | None) -> int:
+        return await runner.run_agent(
+            guest.cluster,
+            guest.node,
+            guest.vmid,
+            argv,
+            sink,
+            timeout_s=runner.settings.snapshot_timeout_s,
+        )
+
+    return run
+
+
+def _via_shell(
+    runner: ShellRunner, cluster: str, node: str, argv: list[str], timeout_s: float | None
+) -> Run:
+    """A command typed into the node's terminal (`pct exec` already in argv for a guest)."""
+
+    async def run(sink: Sink, on_start: StartHook | None) -> int:
+        return await runner.run_shell(
+            cluster, node, argv, sink, timeout_s=timeout_s, on_start=on_start
+        )
+
+    return run
+
+
 async def _stream(
     request: web.Request,
     fmt: Format,
@@ -491,17 +520,7 @@ async def journal_in_guest(request: web.Request) -> web.StreamResponse:
     timeout_s = None if follow else runner.settings.snapshot_timeout_s
     if guest.type == "qemu":
         detail["via"] = "agent"
-
-        async def run(sink: Sink, on_start: StartHook | None) -> int:
-            return await runner.run_agent(
-                guest.cluster,
-                guest.node,
-                guest.vmid,
-                argv,
-                sink,
-                timeout_s=runner.settings.snapshot_timeout_s,
-            )
-
+        run = _via_agent(runner, guest, argv)
     else:
         _require_shell(runner, guest.cluster)
         detail["via"] = "shell"
@@ -572,31 +591,14 @@ async def tail_in_guest(request: web.Request) -> web.StreamResponse:
     _require_running(guest)
     if guest.type == "qemu":
         detail["via"] = "agent"
-
-        async def run(sink: Sink, on_start: StartHook | None) -> int:
-            return await runner.run_agent(
-                guest.cluster,
-                guest.node,
-                guest.vmid,
-                argv,
-                sink,
-                timeout_s=runner.settings.snapshot_timeout_s,
-            )
-
+        run = _via_agent(runner, guest, argv)
     else:
         _require_shell(runner, guest.cluster)
         detail["via"] = "shell"
         timeout_s = None if follow else runner.settings.snapshot_timeout_s
-
-        async def run(sink: Sink, on_start: StartHook | None) -> int:
-            return await runner.run_shell(
-                guest.cluster,
-                guest.node,
-                in_container(guest.vmid, argv),
-                sink,
-                timeout_s=timeout_s,
-                on_start=on_start,
-            )
+        run = _via_shell(
+            runner, guest.cluster, guest.node, in_container(guest.vmid, argv), timeout_s
+        )
 
     return await _stream(
         request, "text", action="tail", target=guest.ref, detail=detail, run=run,
@@ -626,12 +628,7 @@ async def tail_on_node(request: web.Request) -> web.StreamResponse:
     detail["via"] = "shell"
     _require_shell(runner, node.cluster)
     timeout_s = None if follow else runner.settings.snapshot_timeout_s
-
-    async def run(sink: Sink, on_start: StartHook | None) -> int:
-        return await runner.run_shell(
-            node.cluster, node.name, argv, sink, timeout_s=timeout_s, on_start=on_start
-        )
-
+    run = _via_shell(runner, node.cluster, node.name, argv, timeout_s)
     return await _stream(
         request,
         "text",
