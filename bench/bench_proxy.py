@@ -47,8 +47,10 @@ async def wrk(url: str, host: str | None = None) -> WrkResult:
     proc = await asyncio.create_subprocess_exec(*args, stdout=asyncio.subprocess.PIPE)
     out = (await proc.communicate())[0].decode()
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"50%\s+(\S+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    # The latency distribution lines start the line ("     50%    1.23ms"); a "+/- Stdev"
+    # column like "81.99%" elsewhere must not match.
+    p50 = re.search(r"^\s+50%\s+(\S+)", out, re.M)
+    p99 = re.search(r"^\s+99%\s+(\S+)", out, re.M)
     if not (rps and p50 and p99) or "Non-2xx" in out:
         raise RuntimeError(f"wrk against {url} failed:\n{out}")
     return WrkResult(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)))

@@ -25,6 +25,7 @@ from ..config.models import ProxyConfig
 from ..inventory.store import Inventory
 from ..wake.contract import Gate, WakeError, WakeState
 from . import waiting
+from .fastpath import FAST_METHODS, FastPool, FastResponse, request_head
 from .headers import TrustedProxies, client_response_headers, upstream_request_headers
 from .loading_page import EVENTS_PATH
 from .routes import RouteMatch, RouteTable
@@ -133,6 +134,7 @@ class HttpProxy:
         # "/app/" and "app" both become "/app"; "/" becomes "" (no prefix).
         self._prefixes = {m.route_index: _prefix(m.route.path_prefix) for m in routes.routes}
         self._session: aiohttp.ClientSession | None = None
+        self._fast: FastPool | None = None
         # Background wakes started for browsers, one per route; cancelled by close().
         self._wakes: dict[int, asyncio.Task[None]] = {}
         self._closed = False
@@ -179,6 +181,17 @@ class HttpProxy:
             )
         return session
 
+    def _fast_pool(self) -> FastPool:
+        pool = self._fast
+        if pool is None:
+            cfg = self._config
+            pool = self._fast = FastPool(
+                connect_timeout=cfg.connect_timeout,
+                read_timeout=cfg.read_timeout,
+                keepalive_s=UPSTREAM_KEEPALIVE_S,
+            )
+        return pool
+
     async def close(self) -> None:
         self._closed = True
         wakes = list(self._wakes.values())
@@ -186,6 +199,9 @@ class HttpProxy:
             task.cancel()
         await asyncio.gather(*wakes, return_exceptions=True)
         self._wakes.clear()
+        if self._fast is not None:
+            self._fast.close()
+            self._fast = None
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -363,21 +379,30 @@ class HttpProxy:
                 activity()
                 yield chunk
 
+        method = request.method
+        target = self._prefixes[match.route_index] + path_qs
+        head = None
+        if not request.body_exists and method in FAST_METHODS and upstream.scheme == "http":
+            # The common exchange takes the lean client; the rest goes through aiohttp's.
+            head = request_head(method, target, headers)
         data = body() if request.body_exists else None
-        url = URL(upstream.origin + self._prefixes[match.route_index] + path_qs, encoded=True)
-        session = self._client()
         started = time.monotonic()
-        resp: aiohttp.ClientResponse | None = None
+        resp: aiohttp.ClientResponse | FastResponse | None = None
         for attempt in (1, 2):
             try:
-                resp = await session.request(
-                    request.method,
-                    url,
-                    headers=headers,
-                    data=data,
-                    allow_redirects=False,
-                    compress=None,
-                )
+                if head is not None:
+                    resp = await self._fast_pool().request(
+                        upstream.host, upstream.port, head, skip_payload=method == "HEAD"
+                    )
+                else:
+                    resp = await self._client().request(
+                        method,
+                        URL(upstream.origin + target, encoded=True),
+                        headers=headers,
+                        data=data,
+                        allow_redirects=False,
+                        compress=None,
+                    )
                 break
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
                 # A pooled connection the guest had already closed: safe to retry once when
@@ -385,7 +410,7 @@ class HttpProxy:
                 retry = (
                     attempt == 1
                     and data is None
-                    and request.method in _IDEMPOTENT
+                    and method in _IDEMPOTENT
                     and not isinstance(exc, aiohttp.ClientConnectorError)
                 )
                 if not retry:
@@ -402,7 +427,7 @@ class HttpProxy:
     async def _relay_response(
         self,
         request: web.BaseRequest,
-        resp: aiohttp.ClientResponse,
+        resp: aiohttp.ClientResponse | FastResponse,
         match: RouteMatch,
         upstream: Upstream,
         activity: _Activity,
@@ -464,7 +489,7 @@ class HttpProxy:
     async def _small_response(
         self,
         request: web.BaseRequest,
-        resp: aiohttp.ClientResponse,
+        resp: aiohttp.ClientResponse | FastResponse,
         match: RouteMatch,
         upstream: Upstream,
         headers: CIMultiDict[str],
@@ -487,6 +512,9 @@ class HttpProxy:
             )
             self._metrics.request(match.name, 502, upstream_s)
             return response
+        except BaseException:
+            resp.close()  # cancelled (the client left): the connection is not reusable
+            raise
         resp.release()
         headers.popall("Content-Length", None)  # web.Response sets it from the body
         out = web.Response(status=resp.status, reason=resp.reason, headers=headers, body=body)
