@@ -317,17 +317,16 @@ def _api_error(exc: PveError) -> ApiError:
 Run = Callable[[Sink, StartHook | None], Awaitable[int]]
 
 
-def _via_agent(runner: ShellRunner, guest: Guest, argv: list[str]) -> Run:
-    """A snapshot through the QEMU guest agent (it cannot stream, so never a follow)."""
+def _via_agent(
+    runner: ShellRunner, guest: Guest, argv: list[str], timeout_s: float | None = None
+) -> Run:
+    """Through the QEMU guest agent, which cannot stream: never a follow, always bounded
+    (by default the snapshot timeout)."""
+    bound = runner.settings.snapshot_timeout_s if timeout_s is None else timeout_s
 
     async def run(sink: Sink, on_start: StartHook | None) -> int:
         return await runner.run_agent(
-            guest.cluster,
-            guest.node,
-            guest.vmid,
-            argv,
-            sink,
-            timeout_s=runner.settings.snapshot_timeout_s,
+            guest.cluster, guest.node, guest.vmid, argv, sink, timeout_s=bound
         )
 
     return run
@@ -423,26 +422,13 @@ async def exec_in_guest(request: web.Request) -> web.StreamResponse:
     _require_running(guest)
     if guest.type == "qemu":
         detail["via"] = "agent"
-
-        async def run(sink: Sink, on_start: StartHook | None) -> int:
-            return await runner.run_agent(
-                guest.cluster, guest.node, guest.vmid, argv, sink, timeout_s=timeout_s
-            )
-
+        run = _via_agent(runner, guest, argv, timeout_s)
     else:
         _require_shell(runner, guest.cluster)
         detail["via"] = "shell"
-
-        async def run(sink: Sink, on_start: StartHook | None) -> int:
-            return await runner.run_shell(
-                guest.cluster,
-                guest.node,
-                in_container(guest.vmid, argv),
-                sink,
-                timeout_s=timeout_s,
-                on_start=on_start,
-            )
-
+        run = _via_shell(
+            runner, guest.cluster, guest.node, in_container(guest.vmid, argv), timeout_s
+        )
     return await _stream(
         request, fmt, action="exec", target=guest.ref, detail=detail, run=run, always_status=True
     )
