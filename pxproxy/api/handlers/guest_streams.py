@@ -401,11 +401,17 @@ def _require_shell(runner: ShellRunner, cluster: str) -> None:
 # -------------------------------------------------------------------------------- handlers
 
 
-async def exec_in_guest(request: web.Request) -> web.StreamResponse:
+def _exec_target(request: web.Request) -> tuple[Guest, ShellRunner]:
+    """The guest of a command endpoint, after the checks every one of them makes: the exec
+    scope first (so a token without it learns nothing about guests), then the allowlist."""
     require(request, "exec")
     guest = _guest(request)
     require_for_guest(request, "exec", guest)
-    runner = _runner(request)
+    return guest, _runner(request)
+
+
+async def exec_in_guest(request: web.Request) -> web.StreamResponse:
+    guest, runner = _exec_target(request)
     detail: dict[str, Any] = {"node": guest.node}
     try:
         _check_query(request, {"format"})
@@ -479,10 +485,7 @@ class _JournalProbe:
 
 
 async def journal_in_guest(request: web.Request) -> web.StreamResponse:
-    require(request, "exec")
-    guest = _guest(request)
-    require_for_guest(request, "exec", guest)
-    runner = _runner(request)
+    guest, runner = _exec_target(request)
     detail: dict[str, Any] = {"node": guest.node}
     try:
         _check_query(request, {"limit", "service", "follow"})
@@ -558,10 +561,7 @@ def _tail_params(request: web.Request) -> tuple[int, list[str], bool]:
 
 
 async def tail_in_guest(request: web.Request) -> web.StreamResponse:
-    require(request, "exec")
-    guest = _guest(request)
-    require_for_guest(request, "exec", guest)
-    runner = _runner(request)
+    guest, runner = _exec_target(request)
     detail: dict[str, Any] = {"node": guest.node}
     try:
         limit, paths, follow = _tail_params(request)
