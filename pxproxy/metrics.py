@@ -73,6 +73,12 @@ class Metrics:
         self.poll_failures = Counter(
             "pxproxy_poll_failures", "Failed poll cycles", ["cluster"], registry=self.registry
         )
+        self.poll_entries_rejected = Counter(
+            "pxproxy_poll_entries_rejected",
+            "Malformed /cluster/resources entries dropped, by cluster and reason class",
+            ["cluster", "reason"],
+            registry=self.registry,
+        )
         self.api_requests = Counter(
             "pxproxy_api_requests",
             "Management API requests by endpoint and status",
@@ -186,6 +192,10 @@ class Metrics:
             self.poll_duration.labels(cluster).observe(duration_s)
         else:
             self.poll_failures.labels(cluster).inc()
+
+    def on_rejected(self, cluster: str, reason: str, count: int) -> None:
+        """A poll dropped `count` entries for `reason` (the poller's hook)."""
+        self._child(self.poll_entries_rejected, cluster, reason).inc(count)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

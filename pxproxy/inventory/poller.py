@@ -6,15 +6,17 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..pve.errors import PveError, PvePermissionError
 from ..pve.models import ClusterStatus
-from .ingest import NodeEntry, make_nodes, parse_resources
+from .ingest import NodeEntry, Rejection, make_nodes, parse_resources
 from .ip_resolution import IpResolver
 from .model import Guest
+from .rejections import RejectionLog, hold_reason, unanchored_reason
 from .snapshot import ClusterSnapshot, Snapshot
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ class PollStats:
     cycles: int = 0
     failures: int = 0
     consecutive_failures: int = 0
+    held: int = 0  # polls whose answer was refused (too many rejected entries)
+    rejected: int = 0  # entries rejected, all polls together
     last_duration_s: float = 0.0
     durations: list[float] = field(default_factory=list)
 
@@ -59,6 +63,7 @@ class ClusterPoller:
         settings: PollSettings | None = None,
         extra_aliases: Sequence[tuple[str, str]] = (),
         on_poll: Callable[[str, float, bool], None] | None = None,
+        on_rejected: Callable[[str, str, int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -68,7 +73,10 @@ class ClusterPoller:
         self._settings = settings or PollSettings()
         self._extra_aliases = tuple(extra_aliases)
         self._on_poll = on_poll
+        self._on_rejected = on_rejected  # (cluster, reason class, count) per poll
         self._clock = clock
+        self._rejection_log = RejectionLog(name, clock)
+        self._held: str | None = None  # why the cluster shows degraded, while it does
         self._status: ClusterStatus | None = None
         self._status_at = float("-inf")
         self._node_names: frozenset[str] = frozenset()
@@ -123,6 +131,17 @@ class ClusterPoller:
         t0 = time.perf_counter()
         body = await self._client.cluster_resources_raw()
         resources = parse_resources(body, self.name)
+        if resources.rejected:
+            self._count_rejected(resources.rejected)
+        previous = self._last
+        if previous is not None and (
+            reason := hold_reason(previous.guests, resources.guests, resources.rejected)
+        ):
+            return self._hold(previous, reason)
+        # No good snapshot to fall back on (first poll): publish what passed, flagged.
+        partial = (
+            unanchored_reason(resources.guests, resources.rejected) if previous is None else None
+        )
         names = frozenset(n.name for n in resources.nodes)
         if names != self._node_names or self._clock() - self._status_at >= (
             self._settings.node_refresh_s
@@ -130,18 +149,51 @@ class ClusterPoller:
             await self._refresh_node_pool()
             self._node_names = names
         due = self._resolver.plan(resources.guests)
-        snapshot = self._build(resources.guests, resources.nodes)
+        snapshot = self._build(resources.guests, resources.nodes, resources.rejected, partial)
         self._publish(snapshot)
         if due and await self._resolver.resolve(due):
-            snapshot = self._build(resources.guests, resources.nodes)
+            snapshot = self._build(resources.guests, resources.nodes, resources.rejected, partial)
             self._publish(snapshot)
-        if self.stats.consecutive_failures:
+        if partial is None and self._held is not None:
+            log.info(
+                "cluster %s: recovered: /cluster/resources accepted again (%d guests, "
+                "%d entries rejected)",
+                self.name,
+                len(snapshot.guests),
+                len(resources.rejected),
+            )
+            self._held = None
+        elif self.stats.consecutive_failures:
             log.info("cluster %s: polling recovered", self.name)
         self.stats.consecutive_failures = 0
         self.stats.cycles += 1
         self.stats.last_duration_s = time.perf_counter() - t0
         if self._on_poll:
             self._on_poll(self.name, self.stats.last_duration_s, True)
+        return snapshot
+
+    def _count_rejected(self, rejected: list[Rejection]) -> None:
+        self.stats.rejected += len(rejected)
+        self._rejection_log.report(rejected)
+        if self._on_rejected:
+            for kind, n in Counter(r.kind for r in rejected).items():
+                self._on_rejected(self.name, kind, n)
+
+    def _degraded(self, reason: str) -> None:
+        if self._held is None:
+            log.warning("cluster %s: degraded: %s", self.name, reason)
+        self._held = reason
+
+    def _hold(self, last: ClusterSnapshot, reason: str) -> ClusterSnapshot:
+        """Keep serving `last`, marked degraded; polling goes on at the normal interval (Proxmox
+        answered, so there is nothing to back off from)."""
+        self._degraded(reason)
+        self.stats.held += 1
+        self.stats.consecutive_failures = 0
+        snapshot = last.held(reason)
+        self._publish(snapshot)
+        if self._on_poll:
+            self._on_poll(self.name, 0.0, False)  # no fresh data: a failed cycle for metrics
         return snapshot
 
     async def _refresh_node_pool(self) -> None:
@@ -158,7 +210,16 @@ class ClusterPoller:
             self._status_warning = f"cannot read /cluster/status ({exc}): node IPs unknown"
         self._status_at = self._clock()
 
-    def _build(self, raw_guests: list[Guest], node_entries: list[NodeEntry]) -> ClusterSnapshot:
+    def _build(
+        self,
+        raw_guests: list[Guest],
+        node_entries: list[NodeEntry],
+        rejected: Sequence[Rejection] = (),
+        partial: str | None = None,
+    ) -> ClusterSnapshot:
+        """The snapshot of this poll, remembered as the last good one unless `partial` says
+        most of it was rejected: then it is published marked degraded and not remembered, so
+        it never becomes the baseline later polls are measured against."""
         resolver = self._resolver
         guests = []
         for g in raw_guests:
@@ -172,6 +233,12 @@ class ClusterPoller:
             warnings.append(self._status_warning)
         if not nodes and guests:
             warnings.append("no nodes visible: the API user or token needs Sys.Audit on /nodes")
+        if rejected:
+            first = rejected[0]
+            warnings.append(
+                f"{len(rejected)} /cluster/resources entries rejected (first: {first.id}: "
+                f"{first.reason}); see the log"
+            )
         snapshot = ClusterSnapshot.build(
             self.name,
             guests,
@@ -181,6 +248,9 @@ class ClusterPoller:
         )
         if self._extra_aliases:
             snapshot = self._with_aliases(snapshot)
+        if partial is not None:
+            self._degraded(partial)
+            return snapshot.held(partial)
         self._last = snapshot
         return snapshot
 

@@ -69,7 +69,8 @@ def _add(index: dict[str, tuple[Guest, ...]], key: str, guest: Guest) -> None:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class ClusterSnapshot:
-    """One cluster as of its last poll. `ok` False: the data is the last good one (stale)."""
+    """One cluster as of its last poll. `ok` False: the data is the last good one (stale),
+    either because the poll failed or, `degraded`, because its answer was refused."""
 
     name: str
     guests: tuple[Guest, ...]
@@ -77,6 +78,7 @@ class ClusterSnapshot:
     pve_cluster_name: str | None = None
     ok: bool = True
     error: str | None = None
+    degraded: bool = False  # Proxmox answered, but too many entries were rejected to use it
     warnings: tuple[str, ...] = ()
     last_success: float | None = None  # time.monotonic() of the last successful poll
     by_id: dict[str, Guest] = field(default_factory=dict)
@@ -137,7 +139,17 @@ class ClusterSnapshot:
 
     def failed(self, error: str) -> ClusterSnapshot:
         """The same data marked stale: indexes are shared, nothing is rebuilt."""
-        return replace(self, ok=False, error=error)
+        return replace(self, ok=False, error=error, degraded=False)
+
+    def held(self, reason: str) -> ClusterSnapshot:
+        """The same data kept in place of a poll whose entries were rejected."""
+        return replace(self, ok=False, error=reason, degraded=True)
+
+    @property
+    def state(self) -> Literal["ok", "degraded", "failed"]:
+        if self.ok:
+            return "ok"
+        return "degraded" if self.degraded else "failed"
 
     def age_s(self, now: float | None = None) -> float | None:
         if self.last_success is None:

@@ -20,6 +20,8 @@ async def health(request: web.Request) -> web.Response:
         entry: dict[str, object] = {
             "name": name,
             "ok": bool(cs and cs.ok),
+            # ok | degraded (entries rejected, last good data kept) | failed | pending (no poll yet)
+            "state": cs.state if cs else "pending",
             "last_poll_age_s": round(age, 3) if age is not None else None,
             "guests": len(cs.guests) if cs else 0,
             "nodes": len(cs.nodes) if cs else 0,
