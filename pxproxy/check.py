@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TextIO
 
+from .api.allowlist import matches
+from .config.allowlists import parse_guest_entry
 from .config.models import Config
 from .daemon import make_poller
 from .inventory.snapshot import Snapshot
@@ -41,9 +43,13 @@ async def check(config: Config, out: TextIO) -> int:
         problems.extend(f"cluster {name}: {w}" for w in snap.warnings)
     view = inventory.snapshot
     problems.extend(_check_routes(config, view))
+    allowlist_problems, warnings = check_allowlists(config, view)
+    problems.extend(allowlist_problems)
     for route in config.routes:
         target = ", ".join(route.host) if route.host else route.listen
         out.write(f"route {target} -> {route.guest}:{route.port}\n")
+    for w in warnings:
+        out.write(f"warning: {w}\n")
     if problems:
         for p in problems:
             out.write(f"problem: {p}\n")
@@ -67,3 +73,49 @@ def _check_routes(config: Config, view: Snapshot) -> list[str]:
         if not view.lookup_ref(ref).guests:
             problems.append(f"guests.{ref}: no such guest")
     return problems
+
+
+_BARE = {
+    "vmid": "a bare vmid",
+    "name": "a bare name",
+    "glob": "a glob",
+    "node": "a node/vmid ref (clusters may share node names)",
+}
+
+
+def check_allowlists(config: Config, view: Snapshot) -> tuple[list[str], list[str]]:
+    """Problems and warnings about the tokens' guest allowlists, given what the poll found.
+
+    Problems: an entry naming a cluster that is not configured, or matching several guests
+    (it allows none of them). Warnings, with several clusters: every entry other than `*` and
+    cluster:vmid, since a guest renamed or created in any cluster can make it ambiguous."""
+    problems: list[str] = []
+    warnings: list[str] = []
+    clusters = config.cluster_names()
+    for i, token in enumerate(config.api.tokens):
+        for j, text in enumerate(token.guests):
+            where = f"api.tokens[{i}].guests[{j}]"
+            entry = parse_guest_entry(text)
+            if entry.kind == "all":
+                continue
+            if entry.kind == "cluster":
+                if entry.cluster not in clusters:
+                    problems.append(
+                        f"{where}: {text!r} names no configured cluster ({', '.join(clusters)})"
+                    )
+                continue
+            found = matches(entry, view)
+            if len(found) > 1:
+                refs = ", ".join(g.ref for g in found)
+                problems.append(
+                    f"{where}: {text!r} matches {len(found)} guests ({refs}), so it allows none "
+                    "of them; use cluster:vmid"
+                )
+            elif len(clusters) > 1:
+                now = f"; it is {found[0].ref} now" if found else ""
+                warnings.append(
+                    f"{where}: {text!r} is {_BARE[entry.kind]}: with {len(clusters)} clusters "
+                    f"it stops allowing anything once a second guest matches (a rename is "
+                    f"enough); prefer cluster:vmid{now}"
+                )
+    return problems, warnings

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import hmac
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from ..config.models import ApiToken, Scope
 from ..inventory.model import Guest
+from ..inventory.snapshot import Snapshot
+from .allowlist import Decision, GuestAllowlist
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,15 +18,16 @@ class Principal:
     name: str
     scopes: frozenset[str]
     guests: tuple[str, ...]
+    allowlist: GuestAllowlist = field(init=False, compare=False, repr=False)
 
-    def may_touch(self, guest: Guest) -> bool:
-        """True when the guest is in the token's allowlist (`*`, names, vmids, globs, refs)."""
-        names = (guest.name.lower(), str(guest.vmid), guest.ref, f"{guest.node}/{guest.vmid}")
-        return any(
-            fnmatch.fnmatchcase(candidate, pattern.lower())
-            for pattern in self.guests
-            for candidate in names
-        )
+    def __post_init__(self) -> None:
+        # Parsed once per token; it also owns the rate limit of the token's warnings.
+        object.__setattr__(self, "allowlist", GuestAllowlist(self.name, self.guests))
+
+    def may_touch(self, guest: Guest, snapshot: Snapshot, clusters: Sequence[str]) -> Decision:
+        """Whether the guest is in the token's allowlist: `*`, `cluster:vmid`, or an entry
+        (name, vmid, node/vmid, glob) that matches this guest and no other in any cluster."""
+        return self.allowlist.decide(guest, snapshot, clusters)
 
 
 ANONYMOUS = Principal("anonymous", frozenset({"read"}), ())

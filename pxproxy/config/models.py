@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from .allowlists import check_guest_entry, check_path_prefix
 from .durations import parse_duration
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
@@ -179,15 +180,20 @@ class ListenConfig(Strict):
 
 
 Scope = Literal["read", "power", "exec"]
+AllowlistEntry = Annotated[str, BeforeValidator(_ref_text), AfterValidator(check_guest_entry)]
+PathPrefix = Annotated[str, AfterValidator(check_path_prefix)]
 
 
 class ApiToken(Strict):
     name: str
     secret: SecretStr
     scopes: tuple[Scope, ...] = ("read",)
-    guests: tuple[GuestRef, ...] = ("*",)
-    # Path prefixes this token may tail (/tail); None: any absolute path.
-    paths: tuple[str, ...] | None = None
+    # Each entry allows at most one guest: `*`, cluster:vmid, or a ref or glob that matches
+    # exactly one guest in all clusters (config/allowlists.py, api/allowlist.py).
+    guests: tuple[AllowlistEntry, ...] = ("*",)
+    # Path prefixes this token may tail (/tail), matched on path boundaries; None: any
+    # absolute path, []: none.
+    paths: tuple[PathPrefix, ...] | None = None
 
     @field_validator("name")
     @classmethod

@@ -9,6 +9,7 @@ from aiohttp import web
 from ...config.models import Scope
 from ...inventory.model import Guest
 from ...inventory.snapshot import Match
+from ..allowlist import Decision
 from ..auth import has_scope
 from ..context import PRINCIPAL, ApiContext
 from ..problems import ApiError, ambiguous, not_found
@@ -26,14 +27,27 @@ def require(request: web.Request, scope: Scope) -> None:
         raise ApiError(403, "Forbidden", f"token {principal.name!r} lacks the {scope!r} scope")
 
 
+class GuestDenied(ApiError):
+    """403: the guest is not in the token's allowlist. `reason` is the full rule for the audit
+    log (the other guests an ambiguous entry matches); the client gets the rule without them."""
+
+    def __init__(self, token: str, guest: Guest, decision: Decision) -> None:
+        base = f"token {token!r} may not act on guest {guest.ref}"
+        public = "; ".join(u.public for u in decision.unresolved)
+        super().__init__(403, "Forbidden", f"{base}: {public}" if public else base)
+        full = "; ".join(str(u) for u in decision.unresolved)
+        self.reason = f"{base}: {full}" if full else base
+
+
 def require_for_guest(request: web.Request, scope: Scope, guest: Guest) -> None:
-    """The scope, and the guest in the token's allowlist (power and exec)."""
+    """The scope, and the guest in the token's allowlist (power and exec), judged against the
+    inventory as it is now."""
     require(request, scope)
     principal = request[PRINCIPAL]
-    if not principal.may_touch(guest):
-        raise ApiError(
-            403, "Forbidden", f"token {principal.name!r} may not act on guest {guest.ref}"
-        )
+    ctx = context(request)
+    decision = principal.may_touch(guest, ctx.inventory.snapshot, ctx.cluster_names)
+    if not decision.allowed:
+        raise GuestDenied(principal.name, guest, decision)
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -58,7 +58,7 @@ from ...streams.validation import (
 from ..audit import AuditRecord
 from ..context import PRINCIPAL
 from ..problems import ApiError, not_found
-from ._common import CONTEXT, context, one_guest, require, require_for_guest
+from ._common import CONTEXT, GuestDenied, context, one_guest, require, require_for_guest
 
 __all__ = [
     "STREAMS",
@@ -242,9 +242,9 @@ def _token_config(request: web.Request) -> ApiToken | None:
 
 
 def _path_allowlist(request: web.Request) -> Sequence[str] | None:
-    # Optional per-token prefixes (`paths:` on an api token); None: any path.
+    # Optional per-token prefixes (`paths:` on an api token); None: any path, []: none.
     token = _token_config(request)
-    return token.paths if token is not None and token.paths else None
+    return token.paths if token is not None else None
 
 
 def _check_query(request: web.Request, allowed: set[str]) -> None:
@@ -401,17 +401,22 @@ def _require_shell(runner: ShellRunner, cluster: str) -> None:
 # -------------------------------------------------------------------------------- handlers
 
 
-def _exec_target(request: web.Request) -> tuple[Guest, ShellRunner]:
+def _exec_target(request: web.Request, action: str) -> tuple[Guest, ShellRunner]:
     """The guest of a command endpoint, after the checks every one of them makes: the exec
-    scope first (so a token without it learns nothing about guests), then the allowlist."""
+    scope first (so a token without it learns nothing about guests), then the allowlist
+    (a refusal is audited with its rule)."""
     require(request, "exec")
     guest = _guest(request)
-    require_for_guest(request, "exec", guest)
+    try:
+        require_for_guest(request, "exec", guest)
+    except GuestDenied as exc:
+        _audit(request, action, guest.ref, {"node": guest.node}, f"denied: {exc.reason}")
+        raise
     return guest, _runner(request)
 
 
 async def exec_in_guest(request: web.Request) -> web.StreamResponse:
-    guest, runner = _exec_target(request)
+    guest, runner = _exec_target(request, "exec")
     detail: dict[str, Any] = {"node": guest.node}
     try:
         _check_query(request, {"format"})
@@ -485,7 +490,7 @@ class _JournalProbe:
 
 
 async def journal_in_guest(request: web.Request) -> web.StreamResponse:
-    guest, runner = _exec_target(request)
+    guest, runner = _exec_target(request, "journal")
     detail: dict[str, Any] = {"node": guest.node}
     try:
         _check_query(request, {"limit", "service", "follow"})
@@ -555,13 +560,15 @@ def _tail_params(request: web.Request) -> tuple[int, list[str], bool]:
     if len(files) > MAX_FILES:
         raise ValidationError("file", f"at most {MAX_FILES} files")
     allow = _path_allowlist(request)
+    if allow is not None and not allow:
+        raise ValidationError("path allowlist", "this token may read no files (paths: [])")
     paths = [validate_path(f, f"file[{i}]", allow) for i, f in enumerate(files)]
     follow = validate_flag(_one(request, "follow"), "follow", True)
     return limit, paths, follow
 
 
 async def tail_in_guest(request: web.Request) -> web.StreamResponse:
-    guest, runner = _exec_target(request)
+    guest, runner = _exec_target(request, "tail")
     detail: dict[str, Any] = {"node": guest.node}
     try:
         limit, paths, follow = _tail_params(request)
@@ -596,15 +603,16 @@ async def tail_on_node(request: web.Request) -> web.StreamResponse:
     require(request, "exec")
     node = _node(request)
     principal = request[PRINCIPAL]
-    # A node shell reads the hypervisor itself: only tokens allowed on every guest may.
-    if "*" not in principal.guests:
-        raise ApiError(
-            403, "Forbidden", f"token {principal.name!r} is limited to some guests; node tail "
-            "needs guests: ['*']",
-        )  # fmt: skip
-    runner = _runner(request)
     target = f"{node.cluster}:node/{node.name}"
     detail: dict[str, Any] = {"node": node.name}
+    # A node shell reads the hypervisor itself: only tokens allowed on every guest may.
+    if not principal.allowlist.all:
+        message = (
+            f"token {principal.name!r} is limited to some guests; node tail needs guests: ['*']"
+        )
+        _audit(request, "tail", target, detail, f"denied: {message}")
+        raise ApiError(403, "Forbidden", message)
+    runner = _runner(request)
     try:
         limit, paths, follow = _tail_params(request)
     except ValidationError as exc:

@@ -33,7 +33,14 @@ from ...pve.models import TaskStatus
 from ..audit import AuditRecord
 from ..context import PRINCIPAL
 from ..problems import ApiError, bad_request, not_found
-from ._common import context, json_response, one_guest, require, require_for_guest
+from ._common import (
+    GuestDenied,
+    context,
+    json_response,
+    one_guest,
+    require,
+    require_for_guest,
+)
 
 ACTIONS = ("start", "stop", "shutdown", "reboot", "suspend", "resume")
 DEFAULT_TIMEOUT_S = 120.0
@@ -99,7 +106,8 @@ async def guest_power(request: web.Request) -> web.Response:
     except ApiError as exc:
         if result is None:  # a failed task has set its own
             verb = "denied" if exc.status in (401, 403) else "failed"
-            result = f"{verb}: {exc.detail}"
+            # An allowlist refusal names the rule in full (an ambiguous entry's guests).
+            result = f"{verb}: {exc.reason if isinstance(exc, GuestDenied) else exc.detail}"
         raise
     except asyncio.CancelledError:
         # The caller went away while we waited; the Proxmox task itself goes on.
