@@ -217,8 +217,12 @@ class StatsHub:
         # The last watcher left: stop polling now. The task stays in _tasks until it finishes.
         if self._feeds.get(feed.key) is feed:
             del self._feeds[feed.key]
-        if feed.task is not None:
-            feed.task.cancel()
+        # Drop the feed's reference to its task: the cancelled task keeps its CancelledError,
+        # whose traceback holds the poll's frame and so the feed. With the reference the two
+        # form a cycle that only the cyclic gc frees, one per stream that came and went.
+        task, feed.task = feed.task, None
+        if task is not None:
+            task.cancel()
 
     def _fetcher(self, key: FeedKey) -> Callable[[], Awaitable[StatsEvent]]:
         client = self._clients[key.cluster]

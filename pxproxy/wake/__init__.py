@@ -2,7 +2,7 @@
 
 from .contract import AlwaysReady, Gate, WakeError, WakeProgress, WakeState, WakeTimeout
 from .manager import DependencyCycleError, WakeManager
-from .power import PowerControl, PowerError, PvePowerControl
+from .power import PowerControl, PowerError, PowerOutcomeUnknown, PvePowerControl
 from .readiness import HttpProbe, Probe, TcpProbe, probe_for
 from .stats import WakeObserver, WakeStats
 from .waker import Waker
@@ -14,6 +14,7 @@ __all__ = [
     "HttpProbe",
     "PowerControl",
     "PowerError",
+    "PowerOutcomeUnknown",
     "Probe",
     "PvePowerControl",
     "TcpProbe",

@@ -1,7 +1,8 @@
 """The narrow power interface idle-watch needs from Proxmox, and its PVE implementation.
 
 Each call returns once the Proxmox task has ended and raises PowerError (carrying the task's
-exit status or PVE's message) when it did not succeed.
+exit status or PVE's message) when it did not succeed, or PowerOutcomeUnknown when Proxmox
+could not be asked how it ended.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from ..inventory.model import Guest, GuestType
-from ..pve.errors import PveError, PveTaskFailedError
+from ..pve.errors import (
+    PveConnectionError,
+    PveError,
+    PveNodeUnreachableError,
+    PveTaskFailedError,
+    PveTaskTimeoutError,
+)
 from ..pve.models import TaskStatus
 
 # How long to wait for a start/stop/pause/resume task; PVE's own start timeout is in this range.
@@ -32,8 +39,27 @@ class PowerError(Exception):
         self.upid = upid
 
 
+class PowerOutcomeUnknown(PowerError):
+    """Proxmox could not be reached, or did not say how the task ended: the action may have
+    happened or not. Only a later look at the guest (the inventory) tells."""
+
+
+# After these nobody knows whether the request reached Proxmox or how its task ended.
+_OUTCOME_UNKNOWN = (PveConnectionError, PveNodeUnreachableError, PveTaskTimeoutError)
+
+
+def power_error(guest: str, action: str, exc: PveError, *, upid: str | None = None) -> PowerError:
+    """The PowerError for a Proxmox error met while running `action` on `guest`."""
+    if isinstance(exc, PveTaskFailedError):
+        return PowerError(guest, action, exc.exitstatus, upid=exc.upid)
+    if isinstance(exc, _OUTCOME_UNKNOWN):
+        return PowerOutcomeUnknown(guest, action, exc.message, upid=upid)
+    return PowerError(guest, action, exc.message, upid=upid)
+
+
 class PowerControl(Protocol):
-    """Power actions on one guest; each returns when its Proxmox task has ended."""
+    """Power actions on one guest; each returns when its Proxmox task has ended, raises
+    PowerError when it failed and PowerOutcomeUnknown when Proxmox could not say."""
 
     async def start(self, guest: Guest, *, poke: asyncio.Event | None = None) -> None:
         """Start and wait for the task; setting `poke` asks for its status again at once."""
@@ -119,9 +145,7 @@ class PvePowerControl:
         try:
             upid = await client.guest_action(guest.type, guest.node, guest.vmid, action, **params)
             status = await client.wait_task(upid, wait_s, poke=poke)
-        except PveTaskFailedError as exc:
-            raise PowerError(label, action, exc.exitstatus, upid=exc.upid) from exc
         except PveError as exc:
-            raise PowerError(label, action, exc.message, upid=upid) from exc
+            raise power_error(label, action, exc, upid=upid) from exc
         if not status.ok:
             raise PowerError(label, action, status.exitstatus or "task failed", upid=upid)

@@ -27,6 +27,8 @@ class WakeStats:
     wake_failures: int = 0
     idle_stops: int = 0
     idle_stop_failures: int = 0
+    # Wakes that failed because Proxmox went away, found running and serving by the next poll.
+    wakes_settled: int = 0
     wake_durations_s: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_DURATIONS))
     failures_by_guest: dict[str, int] = field(default_factory=dict)
     idle_stops_by_guest: dict[str, int] = field(default_factory=dict)
@@ -41,6 +43,9 @@ class WakeStats:
         else:
             self.wake_failures += 1
             self.failures_by_guest[guest] = self.failures_by_guest.get(guest, 0) + 1
+
+    def wake_settled(self, guest: str) -> None:
+        self.wakes_settled += 1
 
     def idle_stopped(self, guest: str) -> None:
         self.idle_stops += 1

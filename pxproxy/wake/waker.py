@@ -17,8 +17,9 @@ from typing import Literal, Protocol
 from ..config.models import IdleConfig
 from ..inventory.model import Guest
 from ..inventory.snapshot import Snapshot
+from ..pve.errors import PveError
 from .contract import WakeError, WakeProgress, WakeState, WakeTimeout
-from .power import PowerControl, PowerError
+from .power import PowerControl, PowerError, PowerOutcomeUnknown, guest_label, power_error
 from .readiness import Probe
 from .stats import WakeObserver, WakeStats
 
@@ -31,6 +32,10 @@ PROBE_INTERVAL_S = 0.05
 SYNC_GRACE_S = 30.0
 # A ref that resolves to no guest: requests are refused at once and told to retry this soon.
 MISSING_RETRY_S = 5.0
+# What waiters hear when Proxmox went away mid-wake; the detail (address, error) goes to the log.
+OUTCOME_UNKNOWN = "Proxmox stopped answering during the wake; the next poll tells whether it worked"
+# What waiters hear when the wake was cancelled under them (the daemon is stopping).
+ABANDONED = "the wake was abandoned: pxproxy is stopping"
 
 # How we put the guest to sleep, which decides how to wake it: resume or start.
 Slept = Literal["stopped", "paused", "suspended", "hibernated"]
@@ -60,6 +65,11 @@ class _Failure:
     def error(self, guest: str, retry_after_s: float) -> WakeError:
         kind = WakeTimeout if self.timeout else WakeError
         return kind(guest, self.message, retry_after_s)
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def resolve_guest(snapshot: Snapshot, ref: str) -> Guest | str:
@@ -121,6 +131,9 @@ class Waker:
         # What the snapshot should show after our last action, and until when we wait for it.
         self._expected: Literal["running", "stopped"] | None = None
         self._sync_deadline = float("-inf")
+        # Set when a wake ended without Proxmox telling how (it went away mid-wake): the guest
+        # list of the guest's cluster at that moment. The first poll after it decides the state.
+        self._unsettled: tuple[Guest, ...] | None = None
         self._holds = 0
         self._last_activity = clock()
 
@@ -155,7 +168,13 @@ class Waker:
             self._refuse_if_broken()
             task = self._begin_wake()
         # Shielded: a waiter that gives up (client gone) must not cancel everybody's wake.
-        failure = await asyncio.shield(task)
+        try:
+            failure = await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.cancelled() and not _cancelling():
+                # The wake was abandoned (close), not this waiter: an answer, not a cancellation.
+                raise WakeError(self.ref, ABANDONED, self._settings.retry_after) from None
+            raise
         if failure is not None:
             raise failure.error(self.ref, self._settings.retry_after)
         if wake:
@@ -197,10 +216,14 @@ class Waker:
         if self._busy():
             return  # our own task decides the state; it reads the snapshot itself
         if isinstance(found, str):
+            self._unsettled = None  # whatever the last wake did, there is no guest to follow now
             if self._missing != found:
                 log.warning("idle-watch: %s", found)
                 self._missing = found
                 self._set(WakeState.FAILED, found, error=found)
+            return
+        if self._unsettled is not None:
+            self._settle(snapshot, found)
             return
         if self._missing is not None:
             self._missing = None
@@ -260,20 +283,39 @@ class Waker:
         if self._failure is not None and remaining > 0:
             raise self._failure.error(self.ref, remaining)
 
-    def _begin_wake(self) -> asyncio.Task[_Failure | None]:
+    def _begin_wake(self, *, settling: bool = False) -> asyncio.Task[_Failure | None]:
+        """A wake; `settling`: the rest of one whose outcome Proxmox never told (the guest
+        shows running): checked like any wake, but not counted as another one."""
         stopping = self._stop_task is not None and not self._stop_task.done()
-        self._set(WakeState.WAKING, "waiting for the guest to stop" if stopping else "starting")
-        self._stats.wake_started(self.ref)
-        self._wake_task = asyncio.create_task(self._wake(), name=f"wake:{self.ref}")
+        if settling:
+            step = "checking that it serves"
+        else:
+            step = "waiting for the guest to stop" if stopping else "starting"
+            self._stats.wake_started(self.ref)
+        self._set(WakeState.WAKING, step)
+        self._wake_task = asyncio.create_task(self._wake(settling), name=f"wake:{self.ref}")
         return self._wake_task
 
-    async def _wake(self) -> _Failure | None:
+    async def _wake(self, settling: bool) -> _Failure | None:
         started = self._clock()
+        unknown = False
         try:
             async with asyncio.timeout(self._settings.wake_timeout):
                 await self._wake_steps()
+        except asyncio.CancelledError:
+            self._abandoned()
+            raise
         except TimeoutError:
             failure = _Failure(True, f"not ready after {self._settings.wake_timeout:g}s")
+        except PowerOutcomeUnknown as exc:
+            log.warning(
+                "idle-watch: Proxmox stopped answering while waking %s (%s); "
+                "the next poll decides whether it started",
+                self.ref,
+                exc,
+            )
+            failure = _Failure(False, OUTCOME_UNKNOWN)
+            unknown = True
         except PowerError as exc:
             failure = _Failure(False, exc.message)
         except WakeError as exc:
@@ -283,16 +325,61 @@ class Waker:
             failure = _Failure(False, f"internal error: {exc}")
         else:
             self._failure = None
+            self._unsettled = None
             self._last_activity = self._clock()
             self._set(WakeState.READY, "ready")
-            self._finished(started, ok=True)
+            if settling:
+                self._stats.wake_settled(self.ref)
+            else:
+                self._finished(started, ok=True)
             return None
         log.warning("idle-watch: waking %s failed: %s", self.ref, failure.message)
         self._failure = failure
+        # Open the circuit even when the outcome is unknown: Proxmox is likely down, and a
+        # request storm must not become a start storm. The next poll closes it (`_settle`).
         self._circuit_until = self._clock() + self._settings.retry_after
+        if unknown:
+            self._unsettle()
+        else:
+            self._unsettled = None
         self._set(WakeState.FAILED, failure.message, error=failure.message)
-        self._finished(started, ok=False)
+        if not settling:
+            self._finished(started, ok=False)
         return failure
+
+    def _unsettle(self) -> None:
+        """Our last power action may or may not have happened: no record of it may make
+        `_follow` disbelieve the inventory, and the next poll's view is taken as the truth."""
+        self._expected = None
+        self._sync_deadline = float("-inf")
+        snapshot = self._inventory.snapshot
+        found = resolve_guest(snapshot, self.ref)
+        cluster = None if isinstance(found, str) else snapshot.clusters.get(found.cluster)
+        self._unsettled = cluster.guests if cluster is not None else ()
+
+    def _abandoned(self) -> None:
+        """The wake was cancelled (close): leave nothing half-recorded, end the followers."""
+        self._unsettle()
+        self._set(WakeState.FAILED, ABANDONED, error=ABANDONED)
+
+    def _settle(self, snapshot: Snapshot, guest: Guest) -> None:
+        """After a wake Proxmox never told the end of: the first newer poll says what happened.
+        Running: check it serves (the route's readiness check), then ready. Otherwise asleep,
+        with the circuit closed, so that the next request wakes it again."""
+        cluster = snapshot.clusters.get(guest.cluster)
+        if cluster is None or not cluster.ok or cluster.guests is self._unsettled:
+            return  # no poll has succeeded since: Proxmox may still be away
+        self._unsettled = None
+        self._failure = None
+        self._circuit_until = float("-inf")
+        if guest.status == "running":
+            if self._slept != "paused":  # a VM we paused shows running either way
+                self._slept = None
+            log.info("idle-watch: %s is running after all; checking that it serves", self.ref)
+            self._begin_wake(settling=True)
+            return
+        log.info("idle-watch: %s is %s; the next request wakes it", self.ref, guest.status)
+        self._set(WakeState.ASLEEP, "asleep")
 
     def _finished(self, started: float, *, ok: bool) -> None:
         seconds = self._clock() - started
@@ -309,7 +396,10 @@ class Waker:
             try:
                 await dep.ready()
             except WakeError as exc:
-                raise WakeError(self.ref, f"dependency {dep.ref}: {exc.message}", 0) from exc
+                message = f"dependency {dep.ref}: {exc.message}"
+                if dep._unsettled is not None:  # so this one is settled by the next poll too
+                    raise PowerOutcomeUnknown(self.ref, "wake", message) from exc
+                raise WakeError(self.ref, message, 0) from exc
         guest = await self._guest()
         action = self._wake_action(guest)
         if action is not None:
@@ -353,10 +443,7 @@ class Waker:
             else None
         )
         try:
-            if action == "resume":
-                await self._power.resume(guest, poke=poke)
-            else:
-                await self._power.start(guest, poke=poke)
+            await self._power_call(guest, action, poke)
         except PowerError as exc:
             # The snapshot was stale and someone else started it: that is what we wanted.
             if "already running" not in exc.message:
@@ -366,6 +453,15 @@ class Waker:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await watcher
+
+    async def _power_call(self, guest: Guest, action: PowerOn, poke: asyncio.Event) -> None:
+        try:
+            if action == "resume":
+                await self._power.resume(guest, poke=poke)
+            else:
+                await self._power.start(guest, poke=poke)
+        except PveError as exc:  # a PowerControl that let Proxmox's own error through
+            raise power_error(guest_label(guest), action, exc) from exc
 
     async def _poke_when_serving(self, guest: Guest, poke: asyncio.Event) -> None:
         assert self._probe is not None
@@ -462,7 +558,11 @@ class Waker:
         # A VM we paused still shows "running"; /cluster/resources has no qmpstatus.
         awake = running and self._slept != "paused"
         state = self.state
-        if awake and (initial or state in (WakeState.ASLEEP, WakeState.FAILED)):
+        # After a wake timeout the guest may well run: not serving is the failure itself.
+        timed_out = self._failure is not None and self._failure.timeout
+        if awake and (
+            initial or state is WakeState.ASLEEP or (state is WakeState.FAILED and not timed_out)
+        ):
             self._slept = None
             self._failure = None
             self._last_activity = self._clock()  # its idle clock starts now

@@ -9,6 +9,7 @@ from pxproxy.config.models import IdleConfig, RouteConfig
 from pxproxy.inventory.model import Guest
 from pxproxy.inventory.snapshot import ClusterSnapshot
 from pxproxy.inventory.store import Inventory
+from pxproxy.pve.errors import PveConnectionError
 from pxproxy.wake.power import PowerError, guest_label
 
 from ..unit.builders import make_guest
@@ -29,11 +30,13 @@ class FakeClock:
 
 @dataclass
 class FakePower:
-    """Records every call as (action, vmid); `fail` maps an action to the task's error.
+    """Records every call as (action, vmid); `fail` maps an action to the task's error,
+    `lost` to the PveConnectionError of a Proxmox that went away after the call was sent.
     `gate`, when set, holds start/resume until the test sets it."""
 
     calls: list[tuple[str, int]] = field(default_factory=list)
     fail: dict[str, str] = field(default_factory=dict)
+    lost: dict[str, str] = field(default_factory=dict)
     gate: asyncio.Event | None = None
     shutdown_timeouts: list[float] = field(default_factory=list)
     # Holds stop/shutdown/pause/hibernate (before they are recorded) until the test sets it.
@@ -46,6 +49,8 @@ class FakePower:
         if action in ("start", "resume") and self.gate is not None:
             await self.gate.wait()
         await asyncio.sleep(0)  # a real task is never instantaneous
+        if action in self.lost:
+            raise PveConnectionError(self.lost[action])
         if action in self.fail:
             raise PowerError(guest_label(guest), action, self.fail[action], upid="UPID:fake")
 

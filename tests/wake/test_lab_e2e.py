@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import aiohttp
 import pytest
@@ -20,8 +21,9 @@ from pxproxy.pve.client import PveClient
 from pxproxy.wake.contract import Gate, WakeError, WakeState, WakeTimeout
 from pxproxy.wake.manager import WakeManager
 from pxproxy.wake.power import PvePowerControl
+from pxproxy.wake.waker import OUTCOME_UNKNOWN
 
-from ..support import wait_for
+from ..support import HOST, wait_for
 
 CLUSTER = "lab"
 BOOT_S = 0.2
@@ -43,19 +45,25 @@ class Stack:
         return [(t.type, t.id) for t in self.lab.tasks if action is None or t.type.endswith(action)]
 
 
-StackFactory = Callable[[list[dict[str, object]]], "contextlib.AbstractAsyncContextManager[Stack]"]
+class StackFactory(Protocol):
+    def __call__(
+        self, routes: list[dict[str, object]], *, url: str | None = None
+    ) -> contextlib.AbstractAsyncContextManager[Stack]:
+        """A stack on the lab (or on `url`, a way to it) with these routes."""
 
 
 @pytest.fixture
 def stack(lab_server: LabServer) -> StackFactory:
     @contextlib.asynccontextmanager
-    async def build(routes: list[dict[str, object]]) -> AsyncIterator[Stack]:
+    async def build(
+        routes: list[dict[str, object]], *, url: str | None = None
+    ) -> AsyncIterator[Stack]:
         config = Config.model_validate(
             {
                 "proxmox": [
                     {
                         "name": CLUSTER,
-                        "url": lab_server.url,
+                        "url": url or lab_server.url,
                         "token_id": lab_server.credentials.token_id,
                         "secret": lab_server.credentials.token_secret,
                         "tls": {"fingerprint": lab_server.fingerprint},
@@ -87,6 +95,63 @@ def stack(lab_server: LabServer) -> StackFactory:
             await client.close()
 
     return build
+
+
+@dataclass
+class Relay:
+    """A TCP relay in front of the lab's API: `cut()` is Proxmox going away (its connections
+    reset, new ones refused), `mend()` brings it back on the same port."""
+
+    target_port: int
+    port: int = 0
+    _server: asyncio.Server | None = None
+    _conns: set[asyncio.StreamWriter] = field(default_factory=set)
+    _pipes: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def url(self) -> str:
+        return f"https://{HOST}:{self.port}"
+
+    async def mend(self) -> None:
+        self._server = await asyncio.start_server(self._pipe, HOST, self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def cut(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+        for writer in self._conns:
+            writer.transport.abort()
+        # The handlers run in tasks of asyncio's server: wait for each to see its reset.
+        pipes = list(self._pipes)
+        if pipes:
+            await asyncio.wait(pipes)
+
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._pipes.add(task)
+        self._conns.add(writer)
+        try:
+            up_reader, up_writer = await asyncio.open_connection(HOST, self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._conns.add(up_writer)
+
+        async def copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            dst.transport.abort()
+
+        try:
+            await asyncio.gather(copy(reader, up_writer), copy(up_reader, writer))
+        finally:
+            self._conns.difference_update((writer, up_writer))
+            self._pipes.discard(task)
 
 
 def add_guest(lab: LabServer, vmid: int, kind: str, name: str, **knobs: object) -> LabGuest:
@@ -268,3 +333,37 @@ async def test_a_guest_started_outside_pxproxy_is_ready_without_a_start(
         await wait_for(lambda: s.gate().state is WakeState.READY, 10, "the external start")
         await s.gate().ready()
         assert s.tasks("start") == [("qmstart", "131")]
+
+
+async def test_proxmox_gone_mid_wake_is_settled_by_the_next_poll(
+    lab_server: LabServer, stack: StackFactory
+) -> None:
+    """The API goes away while the start task runs; the guest boots on regardless. Once
+    Proxmox answers again, the route follows the poll to ready, without a second start."""
+    guest = add_guest(lab_server, 140, "lxc", "wiki", boot_time_s=1.0)
+    relay = Relay(lab_server.port)
+    await relay.mend()
+    try:
+        async with stack([idle_route("wiki", retry_after="1h")], url=relay.url) as s:
+            request = asyncio.create_task(s.gate().ready())
+            await wait_for(lambda: "starting" in lab_server.history(140), 10, "the start task")
+            await relay.cut()
+            with pytest.raises(WakeError) as caught:
+                await request
+            assert caught.value.message == OUTCOME_UNKNOWN
+            await wait_for(lambda: guest.status == "running", 10, "the boot to finish")
+            await wait_for(
+                lambda: not s.inventory.snapshot.clusters[CLUSTER].ok, 10, "a failed poll"
+            )
+            # Proxmox away: stale polls change nothing, and the open circuit refuses at once.
+            assert s.gate().state is WakeState.FAILED
+            with pytest.raises(WakeError, match="next poll"):
+                await s.gate().ready()
+            await relay.mend()
+            await wait_for(lambda: s.gate().state is WakeState.READY, 10, "the settled state")
+            await s.gate().ready()
+            assert await fetch(f"http://{guest.ip}:8080/") == "wiki (vmid 140)\n"
+            assert s.tasks() == [("vzstart", "140")]
+            assert s.manager.stats.wakes_settled == 1
+    finally:
+        await relay.cut()

@@ -7,9 +7,16 @@ import asyncio
 import pytest
 
 from pxproxy.inventory.model import GuestType
-from pxproxy.pve.errors import PveServerError, PveTaskTimeoutError
+from pxproxy.pve.errors import (
+    PveConnectionError,
+    PveError,
+    PveNodeUnreachableError,
+    PveServerError,
+    PveTaskTimeoutError,
+    PveTimeoutError,
+)
 from pxproxy.pve.models import TaskStatus
-from pxproxy.wake.power import PowerError, PvePowerControl
+from pxproxy.wake.power import PowerError, PowerOutcomeUnknown, PvePowerControl
 
 from .fakes import CLUSTER, guest
 
@@ -17,11 +24,17 @@ UPID = "UPID:pve:0000AAAA:00000001:66000000:vzstart:101:root@pam:"
 
 
 class FakeApi:
-    def __init__(self, exitstatus: str = "OK", error: Exception | None = None) -> None:
+    def __init__(
+        self,
+        exitstatus: str = "OK",
+        error: Exception | None = None,
+        wait_error: Exception | None = None,
+    ) -> None:
         self.actions: list[tuple[str, str, int, str, dict[str, str | int]]] = []
         self.waits: list[float] = []
         self.exitstatus = exitstatus
         self.error = error
+        self.wait_error = wait_error  # raised by wait_task: the task was created, then this
 
     async def guest_action(
         self, kind: GuestType, node: str, vmid: int, action: str, **params: str | int
@@ -35,6 +48,8 @@ class FakeApi:
         self, upid: str, timeout_s: float, *, poke: asyncio.Event | None = None
     ) -> TaskStatus:
         self.waits.append(timeout_s)
+        if self.wait_error is not None:
+            raise self.wait_error
         return TaskStatus(upid=upid, node="pve", running=False, exitstatus=self.exitstatus)
 
 
@@ -93,3 +108,27 @@ async def test_unknown_cluster_and_container_hibernate_are_refused() -> None:
         await power.start(guest(101, "ct"))
     with pytest.raises(PowerError, match="only QEMU VMs can hibernate"):
         await PvePowerControl({CLUSTER: FakeApi()}).hibernate(guest(101, "ct"))
+
+
+@pytest.mark.parametrize(
+    ("error", "unknown"),
+    [
+        (PveConnectionError("Cannot connect to host 127.0.0.1:8006"), True),
+        (PveTimeoutError("timed out"), True),
+        (PveNodeUnreachableError("no route to node", status=595), True),
+        (PveTaskTimeoutError(UPID, 300), True),
+        (PveServerError("CT 101 already running", status=500), False),
+        (PveError("bad answer", status=400), False),
+    ],
+)
+async def test_a_proxmox_gone_after_the_start_was_sent_leaves_the_outcome_unknown(
+    error: PveError, unknown: bool
+) -> None:
+    """A task created, then its status unreadable: neither success nor a failure."""
+    api = FakeApi(wait_error=error)
+    with pytest.raises(PowerError) as caught:
+        await PvePowerControl({CLUSTER: api}).start(guest(101, "ct"))
+    assert len(api.actions) == 1
+    assert isinstance(caught.value, PowerOutcomeUnknown) is unknown
+    assert caught.value.message == error.message
+    assert caught.value.upid == UPID

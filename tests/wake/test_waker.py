@@ -13,10 +13,10 @@ import pytest
 from pxproxy.inventory.model import Guest
 from pxproxy.inventory.store import Inventory
 from pxproxy.wake.contract import WakeError, WakeProgress, WakeState, WakeTimeout
-from pxproxy.wake.waker import Waker
+from pxproxy.wake.waker import ABANDONED, OUTCOME_UNKNOWN, Waker
 
 from ..support import wait_for
-from .fakes import FakeClock, FakePower, FakeProbe, guest, idle, publish
+from .fakes import CLUSTER, FakeClock, FakePower, FakeProbe, guest, idle, publish
 
 
 def make_waker(
@@ -471,3 +471,151 @@ async def test_port_answering_during_the_start_asks_for_the_task_at_once(
     assert waker.state is WakeState.READY
     assert len(pokes) == 1
     assert pokes[0].is_set()
+
+
+# ---------------------------------------------------------------- Proxmox gone mid-wake
+
+LOST = "Cannot connect to host 10.1.1.1:8006 ssl:True [Connection refused]"
+
+
+def poll_failed(inventory: Inventory) -> None:
+    """A poll while Proxmox is away: the last data again, marked stale."""
+    inventory.publish(inventory.snapshot.clusters[CLUSTER].failed(LOST))
+
+
+async def test_proxmox_gone_mid_wake_then_a_poll_showing_it_running_makes_it_ready(
+    inventory: Inventory, clock: FakeClock
+) -> None:
+    power, probe = FakePower(lost={"start": LOST}), FakeProbe(up=False)
+    waker = make_waker(inventory, power, clock, probe, retry_after=30)
+    with pytest.raises(WakeError) as caught:
+        await waker.ready()
+    assert caught.value.message == OUTCOME_UNKNOWN  # the address stays in the log
+    assert waker.state is WakeState.FAILED
+    # Until a poll succeeds nothing is known: stale data changes nothing, the circuit holds.
+    for poll_fails in (False, True):
+        if poll_fails:
+            poll_failed(inventory)
+        waker.observe(inventory.snapshot)
+        assert waker.state is WakeState.FAILED
+        with pytest.raises(WakeError, match="next poll"):
+            await waker.ready()
+    assert power.actions() == ["start"]
+    # Proxmox is back and shows it running: ready once its port answers, with no new start.
+    publish(inventory, guest(101, "wiki", status="running"))
+    waker.observe(inventory.snapshot)
+    assert waker.state is WakeState.WAKING
+    request = asyncio.create_task(waker.ready())
+    await wait_for(lambda: len(probe.checks) > 2, 5, "the readiness check")
+    assert not request.done()
+    probe.up = True
+    await asyncio.wait_for(request, 5)
+    assert waker.state is WakeState.READY
+    await waker.ready()
+    assert power.actions() == ["start"]
+    assert waker._stats.wakes_settled == 1
+    assert (waker._stats.wakes_started, waker._stats.wake_failures) == (1, 1)
+    await waker.close()
+
+
+async def test_proxmox_gone_mid_wake_then_a_poll_showing_it_stopped_makes_it_asleep(
+    inventory: Inventory, clock: FakeClock
+) -> None:
+    power = FakePower(lost={"start": LOST})
+    waker = make_waker(inventory, power, clock, retry_after=30)
+    with pytest.raises(WakeError):
+        await waker.ready()
+    poll_failed(inventory)
+    waker.observe(inventory.snapshot)
+    assert waker.state is WakeState.FAILED
+    publish(inventory, guest(101, "wiki", status="stopped"))
+    waker.observe(inventory.snapshot)
+    assert waker.state is WakeState.ASLEEP
+    # Well inside retry_after: the circuit does not refuse, the next request wakes it.
+    clock.advance(1)
+    del power.lost["start"]
+    await waker.ready()
+    assert power.actions() == ["start", "start"]
+    assert waker.state is WakeState.READY
+    await waker.close()
+
+
+async def test_a_wake_lost_right_after_an_idle_stop_is_not_hidden_by_the_stop_record(
+    clock: FakeClock,
+) -> None:
+    """The idle stop's "expect stopped for 30 s" must not make the waker ignore the poll
+    that shows the start went through after all."""
+    inventory = Inventory()
+    publish(inventory, guest(101, "wiki", status="running"))
+    power = FakePower()
+    waker = make_waker(inventory, power, clock, timeout=10, stop_method="stop")
+    clock.advance(10)
+    waker.check_idle()
+    await wait_for(lambda: waker.state is WakeState.ASLEEP, 5, "the idle stop")
+    clock.advance(1)
+    power.lost["start"] = LOST
+    with pytest.raises(WakeError):
+        await waker.ready()
+    publish(inventory, guest(101, "wiki", status="running"))
+    waker.observe(inventory.snapshot)
+    await wait_for(lambda: waker.state is WakeState.READY, 5, "ready from the poll")
+    assert power.actions() == ["stop", "start"]
+    await waker.close()
+
+
+async def test_a_genuine_failed_start_keeps_its_circuit_whatever_the_polls_say(
+    inventory: Inventory, clock: FakeClock
+) -> None:
+    power = FakePower(fail={"start": "start failed: no disk"})
+    waker = make_waker(inventory, power, clock, retry_after=30)
+    with pytest.raises(WakeError):
+        await waker.ready()
+    publish(inventory, guest(101, "wiki", status="stopped"))
+    waker.observe(inventory.snapshot)
+    assert waker.state is WakeState.FAILED
+    clock.advance(10)
+    with pytest.raises(WakeError) as caught:
+        await waker.ready()
+    assert caught.value.message == "start failed: no disk"
+    assert caught.value.retry_after_s == pytest.approx(20)
+    assert power.actions() == ["start"]
+    await waker.close()
+
+
+async def test_a_wake_timeout_is_not_undone_by_a_poll_showing_it_running(
+    inventory: Inventory, clock: FakeClock
+) -> None:
+    """Running but not serving is what the timeout reported: the circuit stays open."""
+    power = FakePower()
+    waker = make_waker(inventory, power, clock, FakeProbe(up=False), wake_timeout=0.2)
+    with pytest.raises(WakeTimeout):
+        await waker.ready()
+    publish(inventory, guest(101, "wiki", status="running"))
+    waker.observe(inventory.snapshot)
+    assert waker.state is WakeState.FAILED
+    with pytest.raises(WakeTimeout):
+        await waker.ready()
+    assert power.actions() == ["start"]
+    await waker.close()
+
+
+async def test_a_wake_cancelled_by_close_answers_its_waiters_and_ends_the_followers(
+    inventory: Inventory, clock: FakeClock
+) -> None:
+    power = FakePower(gate=asyncio.Event())
+    waker = make_waker(inventory, power, clock)
+    request = asyncio.create_task(waker.ready())
+    seen: list[WakeProgress] = []
+
+    async def follow() -> None:
+        async for item in waker.progress():
+            seen.append(item)
+
+    follower = asyncio.create_task(follow())
+    await wait_for(lambda: bool(power.calls), 5, "the start call")
+    await waker.close()
+    with pytest.raises(WakeError) as caught:
+        await request
+    assert caught.value.message == ABANDONED
+    await asyncio.wait_for(follower, 5)
+    assert seen[-1] == WakeProgress(WakeState.FAILED, ABANDONED, ABANDONED)
