@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -13,19 +14,22 @@ from aiohttp import web
 
 from .api.app import build_app, make_context
 from .api.handlers.guest_streams import setup_guest_streams
-from .api.handlers.node_journal import setup_node_journal
 from .api.handlers.stats import setup_stats
+from .api.listener import handler_kwargs as api_handler_kwargs
+from .api.listener import head_limits as api_head_limits
 from .config.loader import ConfigError
 from .config.models import ClusterConfig, Config, is_loopback_host, split_address
 from .inventory.address_policy import AddressPolicy
 from .inventory.ip_resolution import IpResolver
 from .inventory.poller import ClusterPoller, PollSettings
 from .inventory.store import Inventory
+from .listeners.serve import GuardedListener, listen
 from .metrics import Metrics
 from .proxy.http import HttpProxy
 from .proxy.routes import RouteTable
 from .proxy.tcp import TcpProxy
 from .pve.client import PveClient
+from .shutdown import Stopping
 from .wake.contract import Gate, WakeState
 from .wake.manager import DependencyCycleError, WakeManager
 from .wake.power import PvePowerControl
@@ -67,12 +71,15 @@ def make_poller(
         settings=PollSettings(cluster.poll_interval, cluster.backoff_max, cluster.node_refresh),
         extra_aliases=alias_sources(config),
         on_poll=metrics.on_poll if metrics else None,
+        on_rejected=metrics.on_rejected if metrics else None,
         clock=clock,
     )
     return poller, client
 
 
 FIRST_POLL_WAIT_S = 15.0
+# After shutdown_grace, cancelled handlers get this long to finish their cleanup.
+DRAIN_EXTRA_S = 1.0
 
 
 class Daemon:
@@ -80,6 +87,8 @@ class Daemon:
         self.config = config
         self.inventory = Inventory()
         self.metrics = Metrics()
+        # One stop signal for the API's streams and the proxy's long exchanges.
+        self.stopping = Stopping()
         names = config.cluster_names()
         self.metrics.watch_inventory(lambda: self.inventory.snapshot, lambda: names)
         self.pollers: list[ClusterPoller] = []
@@ -91,11 +100,17 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._api_runner: web.AppRunner | None = None
         self._proxy_runner: web.BaseRunner | None = None
+        self._listeners: list[GuardedListener] = []
         self.wake: WakeManager | None = None
         http_routes = [r for r in config.routes if r.host]
         self.http_proxy = (
             HttpProxy(
-                RouteTable(config.routes), self.inventory, self._gate, config.proxy, self.metrics
+                RouteTable(config.routes),
+                self.inventory,
+                self._gate,
+                config.proxy,
+                self.metrics,
+                stopping=self.stopping,
             )
             if http_routes
             else None
@@ -138,13 +153,27 @@ class Daemon:
             loopback,
             self._route_states,
             clients=self._clients,
+            stopping=self.stopping,
         )
-        app = build_app(ctx, setup=[setup_stats, setup_node_journal, setup_guest_streams])
-        self._api_runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        app = build_app(ctx, setup=[setup_stats, setup_guest_streams])
+        self._api_runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=self.config.shutdown_grace,
+        )
         await self._api_runner.setup()
-        site = web.TCPSite(self._api_runner, host, port, reuse_address=True)
-        await site.start()
-        self.api_port = self._bound_port(site)
+        api = self.config.api
+        listener = await listen(
+            self._api_runner,
+            host,
+            port,
+            name="api",
+            limits=api_head_limits(api),
+            handler=api_handler_kwargs(api),
+        )
+        self._listeners.append(listener)
+        self.api_port = listener.port
         log.info("pxproxy API listening on %s:%s", host, self.api_port)
         for poller in self.pollers:
             self._tasks.append(asyncio.create_task(poller.run(), name=f"poll:{poller.name}"))
@@ -169,30 +198,45 @@ class Daemon:
         await self.wake.start()
         if self.http_proxy is not None:
             host, port = split_address(self.config.listen.proxy)
-            self._proxy_runner = self.http_proxy.make_runner()
+            self._proxy_runner = self.http_proxy.make_runner(
+                shutdown_timeout=self.config.shutdown_grace
+            )
             await self._proxy_runner.setup()
-            site = web.TCPSite(self._proxy_runner, host, port, reuse_address=True)
-            await site.start()
-            self.proxy_port = self._bound_port(site)
+            listener = await listen(
+                self._proxy_runner,
+                host,
+                port,
+                name="proxy",
+                limits=self.http_proxy.head_limits(),
+                handler=self.http_proxy.handler_kwargs(),
+            )
+            self._listeners.append(listener)
+            self.proxy_port = listener.port
             log.info("pxproxy proxy listening on %s:%s", host, self.proxy_port)
         if self.tcp_proxy is not None:
             await self.tcp_proxy.start()
 
-    @staticmethod
-    def _bound_port(site: web.TCPSite) -> int | None:
-        server = site._server  # aiohttp keeps the asyncio server here
-        sockets = getattr(server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1]) if sockets else None
-
     async def stop(self) -> None:
-        """Stop accepting, then idle-watch, polling, the API, and the Proxmox sessions."""
-        if self._proxy_runner is not None:
-            await self._proxy_runner.cleanup()
-            self._proxy_runner = None
+        """Drain, then stop. At once: stop accepting, and end follow streams, WebSockets, execs
+        and requests held for a wake, each with its proper last word. Requests in flight get
+        `shutdown_grace` to finish; then idle-watch, polling and the Proxmox sessions stop."""
+        self.stopping.set()
+        grace = self.config.shutdown_grace
+        started = time.monotonic()
+        await self._stop_listening()
+        drains = [self._drain_runner(self._proxy_runner), self._drain_runner(self._api_runner)]
+        if self.tcp_proxy is not None:
+            drains.append(self.tcp_proxy.close(grace))
+        try:
+            # aiohttp waits the grace, then cancels handlers and may wait as long again for
+            # them: this bound keeps the whole stop within what a service manager allows.
+            async with asyncio.timeout(grace + DRAIN_EXTRA_S):
+                await asyncio.gather(*drains)
+        except TimeoutError:
+            log.warning("connections still open %gs after the grace period: closed", DRAIN_EXTRA_S)
+        self._proxy_runner = self._api_runner = None
         if self.http_proxy is not None:
             await self.http_proxy.close()
-        if self.tcp_proxy is not None:
-            await self.tcp_proxy.close()
         if self.wake is not None:
             await self.wake.stop()
         for task in self._tasks:
@@ -201,20 +245,43 @@ class Daemon:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self._api_runner is not None:
-            await self._api_runner.cleanup()
-            self._api_runner = None
         for client in self._clients.values():
             await client.close()
+        log.info("stopped after %.1fs", time.monotonic() - started)
+
+    async def _stop_listening(self) -> None:
+        # Only stop accepting: the runners close the open connections as they drain.
+        for listener in self._listeners:
+            listener.close()
+        self._listeners.clear()
+
+    @staticmethod
+    async def _drain_runner(runner: web.BaseRunner | None) -> None:
+        # aiohttp waits up to the runner's shutdown_timeout (the grace) for handlers in
+        # flight, then cancels them; the streams have ended themselves by then.
+        if runner is not None:
+            await runner.cleanup()
 
     async def run_until_signalled(self) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(signum: int) -> None:
+            if stop.is_set():
+                # A second signal: the operator does not want to wait for the drain.
+                log.warning("second %s: exiting at once", signal.Signals(signum).name)
+                logging.shutdown()
+                os._exit(128 + signum)
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         await self.start()
         try:
             await stop.wait()
-            log.info("shutting down")
+            log.info(
+                "shutting down: streams end now, requests in flight get %gs",
+                self.config.shutdown_grace,
+            )
         finally:
             await self.stop()

@@ -10,8 +10,10 @@ from aiohttp import web
 
 from ..config.models import Config
 from ..inventory.store import Inventory
+from ..listeners.server_header import on_response_prepare
 from ..metrics import Metrics
 from ..pve.client import PveClient
+from ..shutdown import Stopping
 from ..wake.contract import WakeState
 from . import handlers
 from .auth import ANONYMOUS, Principal, TokenAuthority
@@ -31,14 +33,23 @@ def build_app(
     request than an aiohttp middleware, which is rebuilt around the handler on every call."""
     app = web.Application(client_max_size=64 * 1024)
     app[handlers.CONTEXT] = ctx
+    app.on_response_prepare.append(on_response_prepare)  # `Server: pxproxy`, no version
+
+    async def begin_stopping(_: web.Application) -> None:
+        # First of the shutdown steps: open streams end themselves before aiohttp waits.
+        ctx.stopping.set()
+
+    app.on_shutdown.append(begin_stopping)
     for step in setup:  # services of the streaming endpoints, under their own AppKeys
         step(app)
     for route in handlers.ROUTES:
         # The metrics label is the canonical path: "/api/v1/guests/{ref}".
         endpoint = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", route.path)
-        app.router.add_route(
-            route.method, route.path, _edge(ctx, endpoint, route.handler, route.open)
-        )
+        edge = _edge(ctx, endpoint, route.handler, route.open)
+        app.router.add_route(route.method, route.path, edge)
+        if route.method == "GET" and not route.stream:
+            # Load balancers probe with HEAD: same answer, no body.
+            app.router.add_route("HEAD", route.path, edge)
     # Last: anything no route took gets a problem document (404, or 405 with Allow).
     app.router.add_route("*", "/{tail:.*}", _edge(ctx, UNMATCHED, _unmatched, True))
     return app
@@ -119,6 +130,7 @@ def make_context(
     loopback: bool,
     route_states: Callable[[], Mapping[int, WakeState]] = dict,
     clients: Mapping[str, PveClient] | None = None,
+    stopping: Stopping | None = None,
 ) -> ApiContext:
     return ApiContext(
         config=config,
@@ -129,4 +141,5 @@ def make_context(
         cluster_names=config.cluster_names(),
         route_states=route_states,
         clients=dict(clients or {}),
+        stopping=stopping or Stopping(),
     )

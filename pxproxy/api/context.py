@@ -11,6 +11,7 @@ from ..config.models import Config
 from ..inventory.store import Inventory
 from ..metrics import Metrics
 from ..pve.client import PveClient
+from ..shutdown import Stopping
 from ..wake.contract import WakeState
 from .audit import AuditLog
 from .auth import Principal, TokenAuthority
@@ -31,3 +32,5 @@ class ApiContext:
     # The Proxmox client of each cluster, by cluster name (streams and power actions).
     clients: Mapping[str, PveClient] = field(default_factory=dict)
     audit: AuditLog = field(default_factory=AuditLog)
+    # Set when the daemon (or the app) begins to stop: long-lived streams end themselves.
+    stopping: Stopping = field(default_factory=Stopping)

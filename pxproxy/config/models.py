@@ -212,6 +212,17 @@ class ApiToken(Strict):
 
 class ApiConfig(Strict):
     tokens: tuple[ApiToken, ...] = ()
+    # A request head (request line and every header line) over this many bytes, or with more
+    # header lines than max_headers, is answered 431 and the connection closed.
+    max_header_size: int = Field(default=16384, ge=1024, le=1048576)
+    max_headers: int = Field(default=100, ge=1, le=1000)
+    # Time a client has to send a complete request head, from connecting or from the first
+    # byte of a later request on the connection.
+    header_timeout: Seconds = Field(default=10.0, ge=0.1, le=3600)
+    # An idle connection between requests is closed after this long.
+    keepalive_timeout: Seconds = Field(default=15.0, ge=0.1, le=3600)
+    # Concurrent connections from one client address; more are answered 503 and closed.
+    max_connections_per_client: int = Field(default=64, ge=1, le=100000)
 
     @model_validator(mode="after")
     def _unique(self) -> ApiConfig:
@@ -300,7 +311,9 @@ class ProxyConfig(Strict):
     header_timeout: Seconds = 30.0
     keepalive_timeout: Seconds = 75.0
     max_body_size: int = Field(default=2**31, ge=0)  # bytes; 0: no limit
+    # Bytes of a whole request head (request line and header lines); 431 above.
     max_header_size: int = Field(default=16384, ge=1024, le=1048576)
+    max_headers: int = Field(default=100, ge=1, le=1000)  # header lines per request; 431 above
 
 
 class Config(Strict):
@@ -311,6 +324,8 @@ class Config(Strict):
     api: ApiConfig = ApiConfig()
     routes: tuple[RouteConfig, ...] = ()
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # On SIGTERM: streams end at once, requests in flight get this long to finish.
+    shutdown_grace: Seconds = Field(default=10.0, ge=0, le=3600)
 
     # A field validator (not Field(min_length=1) or a model validator): its errors carry the
     # key path "proxmox", and it only runs when every entry is valid, so an invalid entry is

@@ -8,21 +8,24 @@ pass chunk by chunk, so neither a 100 MB upload nor a multi-GB download is ever 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import logging
-import sys
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import aiohttp
-from aiohttp import WSMsgType, web
-from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
 from ..config.models import ProxyConfig
 from ..inventory.store import Inventory
+from ..listeners.head_guard import HeadLimits
+from ..listeners.server_header import brand
+from ..shutdown import STOPPING_MESSAGE, DaemonStopping, Stopping
 from ..wake.contract import Gate, WakeError, WakeState
 from . import waiting
 from .fastpath import FAST_METHODS, FastPool, FastResponse, request_head
@@ -42,6 +45,7 @@ MAX_WS_MESSAGE = 16 * 1024 * 1024
 # gate.activity() at most this often per stream: cheap enough for every chunk of a download.
 ACTIVITY_INTERVAL_S = 0.5
 WS_CLOSE_TIMEOUT_S = 5.0
+GOING_AWAY_TIMEOUT_S = 1.0
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 _VALID_CLOSE = frozenset(range(1000, 1015)) - {1004, 1005, 1006}
 
@@ -68,24 +72,6 @@ class NoMetrics:
 
     def connection_closed(self, route: str) -> None:
         return None
-
-
-class _ServerLog(logging.Logger):
-    """aiohttp's server logger: a malformed request is the client's fault, worth one line and
-    not a traceback; anything else (a bug of ours) keeps its traceback."""
-
-    def exception(self, msg: object, *args: object, exc_info: Any = True, **kw: Any) -> None:
-        exc = sys.exc_info()[1] if exc_info is True else exc_info
-        if isinstance(exc, HttpProcessingError):
-            self.info("%s: %s", str(msg) % args if args else msg, str(exc).replace("\n", " "))
-            return
-        self.error(msg, *args, exc_info=exc_info, **kw)
-
-
-def _server_log() -> logging.Logger:
-    logger = _ServerLog(f"{__name__}.server")
-    logger.parent = log
-    return logger
 
 
 class _BodyTooLarge(Exception):
@@ -122,8 +108,11 @@ class HttpProxy:
         gates: Callable[[int], Gate],
         config: ProxyConfig,
         metrics: ProxyMetrics | None = None,
+        stopping: Stopping | None = None,
     ) -> None:
         self._routes = routes
+        # Set when the daemon begins to stop: held requests, WebSockets and SSE end properly.
+        self._stopping = stopping or Stopping()
         self._inventory = inventory
         self._gates = gates
         self._config = config
@@ -141,24 +130,34 @@ class HttpProxy:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def server_kwargs(self) -> dict[str, Any]:
-        """Settings for aiohttp's web.Server. aiohttp has one timer for a connection without a
-        complete request, so it bounds both the keep-alive idle time and the header read."""
+    def head_limits(self) -> HeadLimits:
+        """What the listener's guard allows a request head (pxproxy/listeners/)."""
+        cfg = self._config
+        return HeadLimits(cfg.max_header_size, cfg.max_headers, cfg.header_timeout)
+
+    def handler_kwargs(self) -> dict[str, Any]:
+        """Settings of each connection's aiohttp RequestHandler. A line fits in the head, whose
+        total size, header count and arrival time the listener's guard bounds."""
         cfg = self._config
         return {
-            "keepalive_timeout": min(cfg.keepalive_timeout, cfg.header_timeout),
+            "keepalive_timeout": cfg.keepalive_timeout,
             "max_line_size": cfg.max_header_size,
             "max_field_size": cfg.max_header_size,
+            "max_headers": cfg.max_headers,
             "access_log": None,
-            "logger": _server_log(),
-            # A client that leaves cancels its handler: held requests and idle streams end.
-            "handler_cancellation": True,
         }
 
     def make_runner(self, *, shutdown_timeout: float = 5.0) -> web.ServerRunner:
-        """A runner for the low-level server; add a web.TCPSite to it to listen."""
-        server = web.Server(self.handle, **self.server_kwargs())
+        """A runner for the low-level server; listen with pxproxy.listeners.serve.listen."""
+        # A client that leaves cancels its handler: held requests and idle streams end.
+        server = web.Server(self._serve, handler_cancellation=True, **self.handler_kwargs())
         return web.ServerRunner(server, handle_signals=False, shutdown_timeout=shutdown_timeout)
+
+    async def _serve(self, request: web.BaseRequest) -> web.StreamResponse:
+        response = await self.handle(request)
+        if not response.prepared:  # those prepared early are branded where they are made
+            brand(response)
+        return response
 
     def _client(self) -> aiohttp.ClientSession:
         session = self._session
@@ -252,7 +251,7 @@ class HttpProxy:
     ) -> web.StreamResponse:
         # Nothing under /.pxproxy/ reaches a guest.
         if path == EVENTS_PATH and request.method == "GET":
-            return await waiting.wake_events(request, gate)
+            return await waiting.wake_events(request, gate, self._stopping)
         return waiting.problem(404, "Not Found", f"no pxproxy endpoint {path}")
 
     # ------------------------------------------------------------------ waiting
@@ -263,6 +262,8 @@ class HttpProxy:
         """None when the guest is ready to forward to; else the response to send instead."""
         route = match.route
         host = request.headers.get("Host", match.name)
+        if self._stopping.is_set():
+            return waiting.stopping_problem(guest=route.guest, host=host)
         if health:
             try:
                 await gate.ready(wake=False)
@@ -280,9 +281,11 @@ class HttpProxy:
             self._start_wake(match, gate)
             return waiting.loading(name=route.guest, host=host, gate=gate)
         try:
-            await gate.ready()
+            await self._stopping.race(gate.ready())
         except WakeError as exc:
             return waiting.wake_failed(exc, guest=route.guest, host=host)
+        except DaemonStopping:
+            return waiting.stopping_problem(guest=route.guest, host=host)
         return None
 
     def _start_wake(self, match: RouteMatch, gate: Gate) -> None:
@@ -441,16 +444,26 @@ class HttpProxy:
                 activity()
                 return small
         out = web.StreamResponse(status=resp.status, reason=resp.reason, headers=headers)
+        # An event stream ends cleanly when pxproxy stops (its clients reconnect); any other
+        # body runs on through the grace period, since a cut one would look complete.
+        events = headers.get("Content-Type", "").startswith("text/event-stream")
         finished = False
         try:
             try:
+                brand(out)  # the guest's own Server header, if any, passes
                 await out.prepare(request)
             except ConnectionError:
                 return out  # the client left; aiohttp drops the connection quietly
             content = resp.content
             while True:
                 try:
-                    chunk = await content.readany()
+                    chunk = await (
+                        self._stopping.race(content.readany()) if events else content.readany()
+                    )
+                except DaemonStopping:
+                    with contextlib.suppress(ConnectionError):
+                        await out.write_eof()
+                    return out
                 except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                     # The status line is gone already: all we can do is cut the client off,
                     # so it sees a truncated body rather than a complete-looking one.
@@ -526,20 +539,21 @@ class HttpProxy:
     ) -> web.Response:
         if too_large:
             return _too_large(self._config.max_body_size)
-        where = f"guest {upstream.guest} ({upstream.name}) at {upstream.host}:{upstream.port}"
+        guest = f"guest {upstream.guest} ({upstream.name})"
         cfg = self._config
         if isinstance(exc, aiohttp.ConnectionTimeoutError):
             status, detail = (
                 504,
-                f"{where} did not accept a connection within {cfg.connect_timeout}s",
+                f"{guest} did not accept a connection within {cfg.connect_timeout}s",
             )
         elif isinstance(exc, TimeoutError):
-            status, detail = 504, f"{where} sent no response within {cfg.read_timeout}s"
+            status, detail = 504, f"{guest} sent no response within {cfg.read_timeout}s"
         elif isinstance(exc, aiohttp.ClientConnectorError):
-            status, detail = 502, f"cannot connect to {where}: {_describe(exc)}"
+            status, detail = 502, f"cannot connect to {guest}"
         else:
-            status, detail = 502, f"{where} failed before responding: {_describe(exc)}"
-        log.info("%s", detail)
+            status, detail = 502, f"{guest} failed before responding"
+        # The address and the cause are for the operator: the client learns only what happened.
+        log.info("%s (%s:%d): %s", detail, upstream.host, upstream.port, _describe(exc))
         title = "Gateway Timeout" if status == 504 else "Bad Gateway"
         return waiting.problem(status, title, detail, guest=upstream.guest)
 
@@ -554,6 +568,10 @@ class HttpProxy:
         gate: Gate | None,
     ) -> web.StreamResponse:
         name = match.name
+        refused = _handshake_refusal(request)
+        if refused is not None:
+            # Checked before the guest is asked: a bad handshake costs no upstream connection.
+            return self._done(name, refused)
         headers = self._headers(request, websocket=True)
         protocols = tuple(
             p.strip()
@@ -590,24 +608,33 @@ class HttpProxy:
         upstream_s = time.monotonic() - started
         client_ws = web.WebSocketResponse(
             protocols=(upstream_ws.protocol,) if upstream_ws.protocol else (),
+            timeout=WS_CLOSE_TIMEOUT_S,
             autoclose=False,
             autoping=False,
             max_msg_size=MAX_WS_MESSAGE,
             compress=False,
         )
         try:
+            brand(client_ws)
             await client_ws.prepare(request)
             activity = _Activity(gate)
             to_guest = asyncio.create_task(_pump(client_ws, upstream_ws, activity))
             to_client = asyncio.create_task(_pump(upstream_ws, client_ws, activity))
+            stop = asyncio.create_task(self._stopping.wait())
             try:
-                await asyncio.wait((to_guest, to_client), return_when=asyncio.FIRST_COMPLETED)
-                # One side closed and the close went to the other; give its reply a moment.
-                await asyncio.wait((to_guest, to_client), timeout=WS_CLOSE_TIMEOUT_S)
+                await asyncio.wait((to_guest, to_client, stop), return_when=asyncio.FIRST_COMPLETED)
+                if stop.done() and not (to_guest.done() or to_client.done()):
+                    for task in (to_guest, to_client):
+                        task.cancel()
+                    await asyncio.gather(to_guest, to_client, return_exceptions=True)
+                    await _going_away(client_ws, upstream_ws)
+                else:
+                    # One side closed and the close went to the other; give its reply a moment.
+                    await asyncio.wait((to_guest, to_client), timeout=WS_CLOSE_TIMEOUT_S)
             finally:
-                for task in (to_guest, to_client):
+                for task in (to_guest, to_client, stop):
                     task.cancel()
-                await asyncio.gather(to_guest, to_client, return_exceptions=True)
+                await asyncio.gather(to_guest, to_client, stop, return_exceptions=True)
         finally:
             await upstream_ws.close()
             if client_ws.prepared:
@@ -618,6 +645,16 @@ class HttpProxy:
 
 
 WebSocketLike = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+
+
+async def _going_away(client_ws: web.WebSocketResponse, upstream_ws: WebSocketLike) -> None:
+    """pxproxy is stopping: 1001 Going Away to both sides, each close bounded by its timeout."""
+    reason = STOPPING_MESSAGE.encode()
+    for ws in (client_ws, upstream_ws):
+        # A peer that does not answer the close frame soon is not waited for: the drain is short.
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError, RuntimeError, TimeoutError):
+            async with asyncio.timeout(GOING_AWAY_TIMEOUT_S):
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=reason)
 
 
 async def _pump(src: WebSocketLike, dst: WebSocketLike, activity: _Activity) -> None:
@@ -666,6 +703,24 @@ def _is_websocket(request: web.BaseRequest) -> bool:
         and request.headers.get("Upgrade", "").lower() == "websocket"
         and "upgrade" in request.headers.get("Connection", "").lower()
     )
+
+
+def _handshake_refusal(request: web.BaseRequest) -> web.Response | None:
+    """The client's side of the opening handshake (RFC 6455 4.2.1), or the answer to a bad one."""
+    if request.version < aiohttp.HttpVersion11:
+        return _text(400, "a WebSocket handshake needs HTTP/1.1\n")
+    if request.headers.get("Sec-WebSocket-Version", "").strip() != "13":
+        response = _text(426, "this server speaks WebSocket version 13\n")
+        response.headers["Sec-WebSocket-Version"] = "13"
+        return response
+    key = request.headers.get("Sec-WebSocket-Key", "").strip()
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid = False
+    if not valid:
+        return _text(400, "Sec-WebSocket-Key must be 16 bytes in base64\n")
+    return None
 
 
 def _text(status: int, text: str) -> web.Response:

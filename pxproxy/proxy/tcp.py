@@ -125,13 +125,16 @@ class TcpProxy:
     def active_connections(self) -> int:
         return len(self._tasks)
 
-    async def close(self) -> None:
-        """Stop listening, reset every relayed connection and await every task."""
+    async def close(self, grace_s: float = 0.0) -> None:
+        """Stop listening; give relayed connections `grace_s` to end by themselves, then reset
+        the rest and await every task."""
         self._closing = True
         servers = list(self._servers.values())
         self._servers.clear()
         for server in servers:
             server.close()
+        if grace_s > 0 and self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=grace_s)
         # Tasks may still be appearing from connections accepted just before close(); those see
         # _closing and end at once, so loop until the set stays empty.
         while self._tasks:

@@ -6,6 +6,7 @@ awake, so they only learn whether it is up.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import math
@@ -14,6 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from ..config.models import HealthCheckRules
+from ..listeners.server_header import SERVER_NAME
+from ..shutdown import STOPPING_MESSAGE, DaemonStopping, Stopping
 from ..wake.contract import Gate, WakeError, WakeProgress, WakeState, WakeTimeout
 from . import loading_page
 
@@ -128,8 +131,11 @@ def _event(progress: WakeProgress) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-async def wake_events(request: web.BaseRequest, gate: Gate) -> web.StreamResponse:
-    """Server-Sent Events of the wake's progress, ending when the guest is ready or failed.
+async def wake_events(
+    request: web.BaseRequest, gate: Gate, stopping: Stopping
+) -> web.StreamResponse:
+    """Server-Sent Events of the wake's progress, ending when the guest is ready or failed,
+    or when pxproxy stops (the page reconnects to the next instance).
     Watching never wakes anything: the wake was started when the page was served."""
     resp = web.StreamResponse(
         headers={
@@ -137,13 +143,32 @@ async def wake_events(request: web.BaseRequest, gate: Gate) -> web.StreamRespons
             "Cache-Control": "no-store",
             # nginx and friends in front of us must not buffer the stream.
             "X-Accel-Buffering": "no",
+            "Server": SERVER_NAME,
         }
     )
     await resp.prepare(request)
     await resp.write(b"retry: 2000\n\n")
+    with contextlib.suppress(DaemonStopping):
+        await stopping.race(_relay_progress(resp, gate))
+    await resp.write_eof()
+    return resp
+
+
+async def _relay_progress(resp: web.StreamResponse, gate: Gate) -> None:
     async for progress in gate.progress():
         await resp.write(_event(progress))
         if progress.state in (WakeState.READY, WakeState.FAILED):
-            break
-    await resp.write_eof()
-    return resp
+            return
+
+
+def stopping_problem(**extra: Any) -> web.Response:
+    """A request that was still waiting for its guest when pxproxy began to stop."""
+    response = problem(
+        503,
+        "Service Unavailable",
+        f"{STOPPING_MESSAGE}; try again shortly",
+        headers={"Retry-After": "5", "Cache-Control": "no-store"},
+        **extra,
+    )
+    response.force_close()
+    return response

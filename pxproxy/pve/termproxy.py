@@ -382,9 +382,12 @@ class TermproxyConnector:
                         await ws.send_bytes(frame)
                     keepalive = asyncio.create_task(self._keepalive(ws), name="termproxy-keepalive")
                     return await self._pump(ws, filt, rest, sink, on_start)
+            except asyncio.CancelledError:
+                # The caller gave up (client gone, daemon stopping): interrupt, then hang up.
+                await _interrupt(ws)
+                raise
             except TimeoutError:
-                with contextlib.suppress(Exception):
-                    await ws.send_bytes(encode_input(CTRL_C))  # interrupt, then hang up
+                await _interrupt(ws)
                 raise ShellTimeoutError(
                     f"the command did not finish within {timeout_s:g}s; it was interrupted",
                     path=f"nodes/{node}/vncwebsocket",
@@ -490,6 +493,14 @@ def _frame_bytes(msg: aiohttp.WSMessage) -> bytes | None:
     if msg.type == aiohttp.WSMsgType.TEXT:
         return str(msg.data).encode()
     return None  # close, error: the session is over
+
+
+async def _interrupt(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Ctrl-C to the command, best effort and bounded: the close that follows ends the shell
+    in any case."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(CLOSE_TIMEOUT_S):
+            await ws.send_bytes(encode_input(CTRL_C))
 
 
 async def _close_ws(ws: aiohttp.ClientWebSocketResponse) -> None:

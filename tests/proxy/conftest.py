@@ -18,8 +18,10 @@ from pxproxy.inventory.snapshot import ClusterSnapshot
 from pxproxy.inventory.store import Inventory
 from pxproxy.lab.guest_servers import GuestServers
 from pxproxy.lab.state import LabCluster, LabGuest
+from pxproxy.listeners.serve import listen
 from pxproxy.proxy.http import HttpProxy
 from pxproxy.proxy.routes import RouteTable
+from pxproxy.shutdown import Stopping
 from pxproxy.wake.contract import AlwaysReady, Gate
 
 from ..unit.builders import make_guest
@@ -70,13 +72,15 @@ StartProxy = Callable[..., Awaitable[RunningProxy]]
 
 @pytest.fixture
 async def start_proxy() -> AsyncIterator[StartProxy]:
-    """start_proxy(routes, guests, gates=None, **proxy_config) → a proxy on 127.0.0.1:0."""
+    """start_proxy(routes, guests, gates=None, stopping=None, **proxy_config) → a proxy on
+    127.0.0.1:0."""
     stack = contextlib.AsyncExitStack()
 
     async def start(
         route_configs: tuple[RouteConfig, ...],
         guests: Iterable[Guest],
         gates: Mapping[int, Gate] | None = None,
+        stopping: Stopping | None = None,
         **proxy_config: Any,
     ) -> RunningProxy:
         inventory = Inventory()
@@ -90,15 +94,23 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
             lambda index: chosen.get(index, always),
             ProxyConfig.model_validate(proxy_config),
             metrics,
+            stopping=stopping,
         )
         stack.push_async_callback(proxy.close)
         runner = proxy.make_runner(shutdown_timeout=1.0)
         await runner.setup()
         stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, HOST, 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        return RunningProxy(proxy, f"http://{HOST}:{port}", inventory, metrics)
+        # Through the listener's head guard, as the daemon serves it.
+        listener = await listen(
+            runner,
+            HOST,
+            0,
+            name="proxy",
+            limits=proxy.head_limits(),
+            handler=proxy.handler_kwargs(),
+        )
+        stack.callback(listener.close)
+        return RunningProxy(proxy, f"http://{HOST}:{listener.port}", inventory, metrics)
 
     async with stack:
         yield start

@@ -300,7 +300,7 @@ async def test_malformed_requests_get_400_and_proxy_keeps_serving(
     client: aiohttp.ClientSession,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.INFO, logger="pxproxy.proxy")
+    caplog.set_level(logging.INFO, logger="pxproxy")
     px = await start_proxy(LAB_ROUTES, lab_guests(http_lab), max_header_size=1024)
     bad_header = await raw_exchange(px.url, b"GET / HTTP/1.1\r\nHost wiki.test\r\n\r\n")
     assert bad_header[:12] in BAD_REQUEST

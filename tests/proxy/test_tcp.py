@@ -450,3 +450,30 @@ async def test_close_ends_relays_and_stops_listening(make_proxy: MakeProxy) -> N
     for host, port in (address, waiting_address):
         with pytest.raises(ConnectionRefusedError):
             await asyncio.open_connection(host, port)
+
+
+async def test_close_with_grace_lets_open_relays_finish_and_refuses_new_ones(
+    make_proxy: MakeProxy,
+) -> None:
+    gate = SleepyGate()
+    proxy, address = await make_proxy(gate)
+    gate.wake()
+    reader, writer = await asyncio.open_connection(*address)
+    writer.write(b"ping")
+    async with asyncio.timeout(DEADLINE_S):
+        assert await reader.readexactly(4) == b"ping"
+
+    closing = asyncio.create_task(proxy.close(grace_s=60))
+    # Listening stops at once; the open relay still carries bytes during the grace.
+    await wait_for(lambda: proxy.bound_addresses() == {}, DEADLINE_S, "the listener to close")
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(*address)
+    writer.write(b"more")
+    async with asyncio.timeout(DEADLINE_S):
+        assert await reader.readexactly(4) == b"more"
+    assert not closing.done()
+    # The client ends its connection: close() returns without waiting out the grace.
+    writer.close()
+    async with asyncio.timeout(DEADLINE_S):
+        await closing
+    assert relay_tasks() == []

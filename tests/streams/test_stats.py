@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import time
 from collections.abc import AsyncIterator
@@ -14,14 +15,13 @@ import aiohttp
 from pytest_aiohttp import AiohttpClient
 
 from pxproxy.api.app import build_app, make_context
-from pxproxy.api.handlers.node_journal import setup_node_journal
 from pxproxy.api.handlers.stats import STATS_HUB, setup_stats
 from pxproxy.config.models import Config
 from pxproxy.daemon import make_poller
 from pxproxy.inventory.store import Inventory
 from pxproxy.lab.server import LabServer
 from pxproxy.metrics import Metrics
-from pxproxy.streams.stats import StatsHub
+from pxproxy.streams.stats import StatsHub, Watch
 
 from ..support import wait_for
 from .test_formatting import LINE_RE
@@ -74,7 +74,7 @@ async def api(lab: LabServer, aiohttp_client: AiohttpClient) -> AsyncIterator[Ap
             lambda s: "lab" in s.clusters and {g.vmid for g in s.guests} >= want, 15
         )
         ctx = make_context(config, inventory, metrics, True, clients={"lab": client})
-        app = build_app(ctx, setup=[setup_stats, setup_node_journal])
+        app = build_app(ctx, setup=[setup_stats])
         http = await aiohttp_client(app)
         yield Api(http, app[STATS_HUB], lab)
     finally:
@@ -330,3 +330,67 @@ async def test_app_shutdown_ends_open_streams_at_once(
         assert time.monotonic() - started < 5  # not aiohttp's 60 s handler grace period
         assert a.hub.active_feeds == 0
         assert a.hub.watchers == 0
+
+
+async def test_shutdown_ends_each_stream_with_a_final_word(
+    lab_server: LabServer, aiohttp_client: AiohttpClient
+) -> None:
+    add_guests(lab_server)
+    async with api(lab_server, aiohttp_client) as a:
+        text = await a.http.get("/stats/101", headers=AUTH)
+        ndjson = await a.http.get("/stats/101?format=json", headers=AUTH)
+        sse = await a.http.get("/stats/101", headers={**AUTH, "Accept": "text/event-stream"})
+        ws = await a.http.ws_connect("/stats/101", headers=AUTH)
+        journal = await a.http.get("/journal/pve1?limit=1", headers=AUTH)
+        for resp in (text, ndjson, sse, journal):
+            await read_lines(resp, 1)
+        await ws.receive(timeout=10)
+        ws_end = asyncio.create_task(ws.receive())
+        # The server side alone, so that the client can still read what it was sent.
+        closing = asyncio.create_task(a.http.server.close())
+        async with asyncio.timeout(5):
+            text_rest = (await text.read()).decode().splitlines()
+            ndjson_rest = (await ndjson.read()).decode().splitlines()
+            sse_rest = (await sse.read()).decode()
+            journal_rest = (await journal.read()).decode().splitlines()
+            msg = await ws_end
+            await closing
+    assert text_rest[-1] == "error: pxproxy is stopping"
+    last = json.loads(ndjson_rest[-1])
+    assert (last["error"], last["status"]) == ("pxproxy is stopping", 503)
+    assert sse_rest.endswith("event: end\ndata: error: pxproxy is stopping\n\n")
+    assert journal_rest[-1] == "error: pxproxy is stopping"
+    assert msg.type is aiohttp.WSMsgType.CLOSE
+    assert msg.data == aiohttp.WSCloseCode.GOING_AWAY
+
+
+async def test_streams_that_come_and_go_leave_nothing_for_the_cyclic_gc(
+    lab_server: LabServer, aiohttp_client: AiohttpClient
+) -> None:
+    """With the cyclic gc off, every stream's Watch and poll task are freed once its client
+    hung up: nothing per stream sits in a reference cycle (its memory would wait for a gc)."""
+    add_guests(lab_server)
+    async with api(lab_server, aiohttp_client) as a:
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(20):
+                async with a.http.ws_connect("/stats/101", headers=AUTH) as ws:
+                    msg = await asyncio.wait_for(ws.receive(), 10)
+                    assert msg.type == aiohttp.WSMsgType.TEXT
+                for headers in (AUTH, {**AUTH, "Accept": "text/event-stream"}):
+                    resp = await a.http.get("/stats/101", headers=headers)
+                    assert resp.status == 200
+                    assert await resp.content.readline()
+                    resp.close()
+            await wait_for(lambda: a.hub.watchers == 0, 10, "every watcher released")
+            await wait_for(lambda: not a.hub._tasks, 10, "the poll task to end")
+            left = [
+                o
+                for o in gc.get_objects()
+                if isinstance(o, Watch)
+                or (isinstance(o, asyncio.Task) and o.get_name().startswith("stats:"))
+            ]
+        finally:
+            gc.enable()
+        assert left == []

@@ -404,6 +404,22 @@ async def test_wrong_method_says_what_is_allowed(api: Client) -> None:
     assert "GET" in resp.headers["Allow"]
 
 
+@pytest.mark.parametrize("path", ["/health", "/metrics", "/api/v1/guests", "/api/v1/nodes"])
+async def test_head_answers_where_get_does(api: Client, path: str) -> None:
+    get = await api.get(path)
+    head = await api.head(path)
+    assert head.status == get.status == 200
+    assert head.headers["Content-Type"] == get.headers["Content-Type"]
+    assert await head.read() == b""
+
+
+async def test_streams_take_no_head(api: Client) -> None:
+    # HEAD of a stream would follow it with nobody reading: refused, GET named instead.
+    resp = await api.head("/stats/wiki")
+    assert resp.status == 405
+    assert "GET" in resp.headers["Allow"]
+
+
 # ----------------------------------------------------------------- auth
 
 READ_PATHS = ["/api/v1/guests", "/api/v1/guests/wiki", "/api/v1/lookup?ip=10.0.0.5", "/metrics"]

@@ -9,7 +9,6 @@ import pytest
 
 from pxproxy.api.app import build_app, make_context
 from pxproxy.api.handlers.guest_streams import setup_guest_streams
-from pxproxy.api.handlers.node_journal import setup_node_journal
 from pxproxy.api.handlers.stats import setup_stats
 from pxproxy.config.models import Config
 from pxproxy.inventory.snapshot import ClusterSnapshot
@@ -68,7 +67,7 @@ async def api(aiohttp_client: Any) -> Any:
     )
     app = build_app(
         make_context(config, inventory, Metrics(), True),
-        setup=[setup_stats, setup_node_journal, setup_guest_streams],
+        setup=[setup_stats, setup_guest_streams],
     )
     return await aiohttp_client(app)
 

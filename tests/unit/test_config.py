@@ -578,3 +578,32 @@ def test_cli_config_from_environment(
     err = capsys.readouterr().err
     assert str(path) in err
     assert "routes[0].port" in err
+
+
+def test_listener_limits_defaults_and_durations() -> None:
+    config = parse(MINIMAL + "api: {header_timeout: 5s, keepalive_timeout: 1m}\n")
+    api, proxy = config.api, config.proxy
+    assert (api.header_timeout, api.keepalive_timeout) == (5.0, 60.0)
+    assert (api.max_header_size, api.max_headers, api.max_connections_per_client) == (
+        16384,
+        100,
+        64,
+    )
+    assert (proxy.max_header_size, proxy.max_headers) == (16384, 100)
+
+
+@pytest.mark.parametrize(
+    ("extra", "key"),
+    [
+        ("api: {max_header_size: 100}", "api.max_header_size"),
+        ("api: {max_headers: 0}", "api.max_headers"),
+        ("api: {header_timeout: 0s}", "api.header_timeout"),
+        ("api: {keepalive_timeout: 2h}", "api.keepalive_timeout"),
+        ("api: {max_connections_per_client: 0}", "api.max_connections_per_client"),
+        ("proxy: {max_headers: 5000}", "proxy.max_headers"),
+    ],
+)
+def test_listener_limits_out_of_range_name_their_key(extra: str, key: str) -> None:
+    lines = error_lines(MINIMAL + extra + "\n")
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{key}: ")

@@ -29,6 +29,8 @@ class Route(NamedTuple):
     path: str
     handler: Handler
     open: bool = False  # answered without authentication
+    # Streams follow until the client leaves: no HEAD for them (it would follow unseen).
+    stream: bool = False
 
 
 ROUTES = (
@@ -40,12 +42,12 @@ ROUTES = (
     Route("GET", "/api/v1/lookup", lookup),
     Route("GET", "/api/v1/nodes", list_nodes),
     Route("GET", "/api/v1/routes", list_routes),
-    Route("POST", r"/exec/{node}/{vmid:\d+}", exec_in_guest),
-    Route("GET", r"/journal/{node}/{vmid:\d+}", journal_in_guest),
-    Route("GET", r"/tail/{node}/{vmid:\d+}", tail_in_guest),
-    Route("GET", "/tail/{node}", tail_on_node),
+    Route("POST", r"/exec/{node}/{vmid:\d+}", exec_in_guest, stream=True),
+    Route("GET", r"/journal/{node}/{vmid:\d+}", journal_in_guest, stream=True),
+    Route("GET", r"/tail/{node}/{vmid:\d+}", tail_in_guest, stream=True),
+    Route("GET", "/tail/{node}", tail_on_node, stream=True),
     # /stats/node/{node} before /stats/{ref:.+}, which would match it too.
-    Route("GET", "/stats/node/{node}", node_stats),
-    Route("GET", "/stats/{ref:.+}", guest_stats),
-    Route("GET", "/journal/{node}", node_journal),
+    Route("GET", "/stats/node/{node}", node_stats, stream=True),
+    Route("GET", "/stats/{ref:.+}", guest_stats, stream=True),
+    Route("GET", "/journal/{node}", node_journal, stream=True),
 )

@@ -36,6 +36,7 @@ from ...pve.termproxy import (
     Sink,
     StartHook,
 )
+from ...shutdown import STOPPING_MESSAGE, DaemonStopping
 from ...streams.guest_commands import (
     NO_JOURNAL,
     in_container,
@@ -191,18 +192,20 @@ async def _until_gone(request: web.Request) -> None:
 
 
 async def _while_connected(request: web.Request, work: Awaitable[int]) -> int:
-    """Run `work`; cancel it (which closes its websocket) once the client disconnects."""
+    """Run `work`; cancel it (which interrupts the command and closes its websocket) once the
+    client disconnects (_ClientGone) or the daemon begins to stop (DaemonStopping)."""
     task = asyncio.ensure_future(work)
     watch = asyncio.create_task(_until_gone(request), name="client-watch")
+    stop = asyncio.create_task(context(request).stopping.wait(), name="stop-watch")
     try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, watch, stop}, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             return task.result()
-        raise _ClientGone
+        raise DaemonStopping if stop.done() else _ClientGone
     finally:
-        for t in (task, watch):
+        for t in (task, watch, stop):
             t.cancel()
-        await asyncio.gather(task, watch, return_exceptions=True)
+        await asyncio.gather(task, watch, stop, return_exceptions=True)
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -368,6 +371,12 @@ async def _stream(
     except (_ClientGone, ConnectionError):
         _audit(request, action, target, detail, "client disconnected", time.monotonic() - started)
         return out.response or web.Response(status=499)
+    except DaemonStopping:
+        elapsed = time.monotonic() - started
+        _audit(request, action, target, detail, "interrupted: pxproxy is stopping", elapsed)
+        with contextlib.suppress(ConnectionError):
+            await out.error(f"{STOPPING_MESSAGE}; the command was interrupted", elapsed)
+        return await out.finish()
     except asyncio.CancelledError:  # the server cancelled the handler (client gone, shutdown)
         _audit(request, action, target, detail, "cancelled", time.monotonic() - started)
         raise

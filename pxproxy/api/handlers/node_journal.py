@@ -14,6 +14,7 @@ import contextlib
 from aiohttp import web
 
 from ...pve.errors import PveError, PveNodeUnreachableError, PveNotFoundError
+from ...shutdown import STOPPING_MESSAGE
 from ...streams.formatting import error_line
 from ...streams.node_journal import (
     LIMIT_DEFAULT,
@@ -27,23 +28,10 @@ from ..problems import ApiError, bad_request
 from ._common import context, require
 from .stats import client_gone, one_node, query_bool, reject_unknown
 
-__all__ = ["JOURNAL_STOPPING", "node_journal", "setup_node_journal"]
+__all__ = ["node_journal"]
 
 POLL_S = 1.0
 BACKOFF_MAX_S = 10.0
-
-# Set when the API app shuts down, so followers end before aiohttp waits for handlers.
-JOURNAL_STOPPING = web.AppKey("journal_stopping", asyncio.Event)
-
-
-def setup_node_journal(app: web.Application) -> None:
-    stopping = asyncio.Event()
-    app[JOURNAL_STOPPING] = stopping
-
-    async def stop(_: web.Application) -> None:
-        stopping.set()
-
-    app.on_shutdown.append(stop)
 
 
 def _limit(request: web.Request) -> int:
@@ -98,7 +86,7 @@ async def node_journal(request: web.Request) -> web.StreamResponse:
     response.content_type = "text/plain"
     response.charset = "utf-8"
     await response.prepare(request)
-    stopping = request.app.get(JOURNAL_STOPPING) or asyncio.Event()
+    stopping = context(request).stopping
     with contextlib.suppress(ConnectionError):
         if backlog:
             await response.write("".join(line + "\n" for line in backlog).encode())
@@ -107,7 +95,10 @@ async def node_journal(request: web.Request) -> web.StreamResponse:
             # Waiting on the stop event (not a bare sleep) ends followers at shutdown at once.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
-            if stopping.is_set() or client_gone(request):
+            if client_gone(request):
+                break
+            if stopping.is_set():
+                await response.write((error_line(STOPPING_MESSAGE) + "\n").encode())
                 break
             try:
                 lines = await reader.poll()

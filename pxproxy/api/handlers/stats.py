@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from ...inventory.model import Node
+from ...shutdown import STOPPING_MESSAGE
 from ...streams.formatting import (
     GuestSample,
     error_json,
@@ -206,21 +208,32 @@ async def _http_stream(
     await response.prepare(request)
     event: StatsEvent = first
     # A vanished client shows as a failed write (once a second) or a closed transport.
-    with contextlib.suppress(ConnectionError, HubClosedError):
-        while True:
-            text = render(event)
-            if sse:
-                kind = "error" if isinstance(event, StatsError) else "stats"
-                text = f"event: {kind}\ndata: {text}\n\n"
-            else:
-                text += "\n"
-            await response.write(text.encode())
-            if not stream or client_gone(request):
-                break
-            event = await watch.next()
-        with contextlib.suppress(ConnectionError):
-            await response.write_eof()
+    with contextlib.suppress(ConnectionError):
+        try:
+            while True:
+                await response.write(_http_event(render, event, sse))
+                if not stream or client_gone(request):
+                    break
+                event = await watch.next()
+        except HubClosedError:
+            # The daemon is stopping: say so as the last event, then end the body cleanly.
+            await response.write(_http_event(render, _stopping_event(), sse, kind="end"))
+        await response.write_eof()
     return response
+
+
+def _stopping_event() -> StatsError:
+    return StatsError(time.time(), STOPPING_MESSAGE, 503)
+
+
+def _http_event(
+    render: Callable[[StatsEvent], str], event: StatsEvent, sse: bool, kind: str | None = None
+) -> bytes:
+    text = render(event)
+    if not sse:
+        return (text + "\n").encode()
+    kind = kind or ("error" if isinstance(event, StatsError) else "stats")
+    return f"event: {kind}\ndata: {text}\n\n".encode()
 
 
 async def _websocket(
@@ -233,13 +246,20 @@ async def _websocket(
     ws = web.WebSocketResponse(heartbeat=30.0)
     await ws.prepare(request)
 
+    stopping = False
+
     async def pump() -> None:
+        nonlocal stopping
         event = first
         while True:
             await ws.send_str(render(event))
             if not stream:
                 return
-            event = await watch.next()
+            try:
+                event = await watch.next()
+            except HubClosedError:
+                stopping = True
+                return
 
     async def drain() -> None:
         # Reading is how a close from the client is noticed; clients have nothing to say.
@@ -257,5 +277,9 @@ async def _websocket(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, HubClosedError):
                 await task
-        await ws.close()
+        if stopping:
+            # 1001 Going Away: the client may reconnect to the next instance.
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=STOPPING_MESSAGE.encode())
+        else:
+            await ws.close()
     return ws
