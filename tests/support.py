@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -12,6 +13,9 @@ from pxproxy.config.models import ClusterConfig
 from pxproxy.pve.tls import fingerprint_of_der
 
 from .fakes import TestPve
+
+if TYPE_CHECKING:
+    from pxproxy.lab.server import LabServer
 
 HOST = "127.0.0.1"
 
@@ -36,6 +40,22 @@ def cluster_config(pve: TestPve, pki: Pki, **overrides: object) -> ClusterConfig
     }
     data.update(overrides)
     return ClusterConfig.model_validate(data)
+
+
+def lab_cluster(lab: LabServer, **overrides: Any) -> dict[str, Any]:
+    """The `proxmox:` entry for a lab: its API token, its pinned certificate, a fast poll, and
+    loopback addresses kept (the lab's guests live on 127.10+.x.y)."""
+    entry: dict[str, Any] = {
+        "name": "lab",
+        "url": lab.url,
+        "token_id": lab.credentials.token_id,
+        "secret": lab.credentials.token_secret,
+        "tls": {"fingerprint": lab.fingerprint},
+        "poll_interval": "200ms",
+        "ips": {"loopback": True},
+    }
+    entry.update(overrides)
+    return entry
 
 
 def token_config(pve: TestPve, pki: Pki, **overrides: object) -> ClusterConfig:

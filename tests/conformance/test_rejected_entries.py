@@ -20,7 +20,7 @@ from pxproxy.inventory.store import Inventory
 from pxproxy.lab.server import LabServer
 from pxproxy.metrics import Metrics
 
-from ..support import wait_for
+from ..support import lab_cluster, wait_for
 
 VMIDS = (760, 761, 762)  # used by no other test: the lab derives addresses from vmids
 
@@ -28,16 +28,7 @@ VMIDS = (760, 761, 762)  # used by no other test: the lab derives addresses from
 def lab_config(lab: LabServer) -> Config:
     return Config.model_validate(
         {
-            "proxmox": [
-                {
-                    "name": "lab",
-                    "url": lab.url,
-                    "token_id": lab.credentials.token_id,
-                    "secret": lab.credentials.token_secret,
-                    "tls": {"fingerprint": lab.fingerprint},
-                    "poll_interval": "100ms",
-                }
-            ],
+            "proxmox": [lab_cluster(lab, poll_interval="100ms", ips={})],
         }
     )
 

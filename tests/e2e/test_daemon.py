@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -13,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 
 from ..fakes import TestPve
 from ..support import Pki, wait_for
+from .daemon_process import running_daemon
 
 OPS_TOKEN = "ops-token-0123456789abcdef"
 
@@ -60,47 +59,18 @@ api:
 
 @contextlib.asynccontextmanager
 async def daemon(config: Path) -> AsyncIterator[RunningDaemon]:
-    env = dict(os.environ, PVE_TOKEN_SECRET="daemon-secret", OPS_TOKEN=OPS_TOKEN)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pxproxy",
-        "run",
-        "-c",
-        str(config),
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    assert proc.stdout is not None
-    log: list[str] = []
-    try:
-        async with asyncio.timeout(20):
-            while True:
-                line = (await proc.stdout.readline()).decode()
-                if not line:
-                    pytest.fail("daemon exited early:\n" + "".join(log))
-                log.append(line)
-                if m := re.search(r"API listening on 127\.0\.0\.1:(\d+)", line):
-                    port = int(m.group(1))
-                    break
-        drain = asyncio.create_task(_drain(proc.stdout, log))
-        yield RunningDaemon(proc, port)
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
+    env = {"PVE_TOKEN_SECRET": "daemon-secret", "OPS_TOKEN": OPS_TOKEN}
+    async with running_daemon(config, env) as process:
+        await process.wait_listening("api")
+        try:
+            yield RunningDaemon(process.proc, process.ports["api"])
+        finally:
+            if process.proc.returncode is None:
+                process.proc.send_signal(signal.SIGTERM)
             async with asyncio.timeout(10):
-                await proc.wait()
-        with contextlib.suppress(Exception):
-            await drain
-    text = "".join(log)
-    assert "daemon-secret" not in text
-    assert OPS_TOKEN not in text
-
-
-async def _drain(stream: asyncio.StreamReader, log: list[str]) -> None:
-    while line := await stream.readline():
-        log.append(line.decode())
+                await process.finish()
+    assert "daemon-secret" not in process.text
+    assert OPS_TOKEN not in process.text
 
 
 async def test_lookup_and_health_follow_proxmox(pve: TestPve, pki: Pki, tmp_path: Path) -> None:

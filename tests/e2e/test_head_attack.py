@@ -9,10 +9,11 @@ import contextlib
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pxproxy.lab.server import LabServer
 
-from ..support import wait_for
+from ..support import lab_cluster, wait_for
 from .daemon_process import running_daemon
 
 pytestmark = pytest.mark.slow
@@ -25,25 +26,13 @@ MIB = 1024 * 1024
 
 
 def write_config(path: Path, lab: LabServer) -> None:
-    path.write_text(
-        f"""
-proxmox:
-  - name: lab
-    url: {lab.url}
-    token_id: "{lab.credentials.token_id}"
-    secret: "{lab.credentials.token_secret}"
-    tls: {{fingerprint: "{lab.fingerprint}"}}
-    poll_interval: 200ms
-    ips: {{loopback: true}}
-listen: {{api: "127.0.0.1:0", proxy: "127.0.0.1:0"}}
-api:
-  header_timeout: 1s
-  max_connections_per_client: 1000
-routes:
-  - {{host: big.test, guest: lab:{GUEST}, port: 8080}}
-""",
-        encoding="utf-8",
-    )
+    config = {
+        "proxmox": [lab_cluster(lab)],
+        "listen": {"api": "127.0.0.1:0", "proxy": "127.0.0.1:0"},
+        "api": {"header_timeout": "1s", "max_connections_per_client": 1000},
+        "routes": [{"host": "big.test", "guest": f"lab:{GUEST}", "port": 8080}],
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
 
 def rss(pid: int) -> int:

@@ -17,6 +17,8 @@ from pxproxy.config.models import Config
 from pxproxy.daemon import Daemon
 from pxproxy.lab.server import LabServer
 
+from ..support import lab_cluster
+
 SECRET = "s3cret-Zq7xW2-never-logged"
 TOKEN = "heads-test-token-0123456"
 VMID = 611
@@ -27,17 +29,7 @@ S = SECRET.encode()
 def config(lab: LabServer) -> Config:
     return Config.model_validate(
         {
-            "proxmox": [
-                {
-                    "name": "lab",
-                    "url": lab.url,
-                    "token_id": lab.credentials.token_id,
-                    "secret": lab.credentials.token_secret,
-                    "tls": {"fingerprint": lab.fingerprint},
-                    "poll_interval": "200ms",
-                    "ips": {"loopback": True},
-                }
-            ],
+            "proxmox": [lab_cluster(lab)],
             "listen": {"proxy": "127.0.0.1:0", "api": "127.0.0.1:0"},
             "api": {"tokens": [{"name": "t", "secret": TOKEN}], "header_timeout": "1s"},
             "proxy": {"header_timeout": "1s"},

@@ -14,7 +14,7 @@ from pxproxy.config.models import Config
 from pxproxy.daemon import Daemon
 from pxproxy.lab.server import LabServer
 
-from ..support import wait_for
+from ..support import lab_cluster, wait_for
 
 TOKEN = "routing-test-token-0123"
 
@@ -22,17 +22,7 @@ TOKEN = "routing-test-token-0123"
 def config(lab: LabServer, routes: list[dict[str, Any]]) -> Config:
     return Config.model_validate(
         {
-            "proxmox": [
-                {
-                    "name": "lab",
-                    "url": lab.url,
-                    "token_id": lab.credentials.token_id,
-                    "secret": lab.credentials.token_secret,
-                    "tls": {"fingerprint": lab.fingerprint},
-                    "poll_interval": "200ms",
-                    "ips": {"loopback": True},
-                }
-            ],
+            "proxmox": [lab_cluster(lab)],
             "listen": {"proxy": "127.0.0.1:0", "api": "127.0.0.1:0"},
             "api": {"tokens": [{"name": "t", "secret": TOKEN}]},
             "routes": routes,

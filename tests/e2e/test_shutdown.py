@@ -11,10 +11,11 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 
 from pxproxy.lab.server import LabServer
 
-from ..support import wait_for
+from ..support import lab_cluster, wait_for
 from .daemon_process import running_daemon
 
 pytestmark = pytest.mark.slow
@@ -27,30 +28,24 @@ GRACE_S = 3.0
 STOPPING = "pxproxy is stopping"
 
 
-def write_config(path: Path, lab: LabServer) -> None:
-    path.write_text(
-        f"""
-proxmox:
-  - name: lab
-    url: {lab.url}
-    token_id: "{lab.credentials.token_id}"
-    secret: "{lab.credentials.token_secret}"
-    username: root@pam
-    password: "{lab.credentials.root_password}"
-    tls: {{fingerprint: "{lab.fingerprint}"}}
-    poll_interval: 200ms
-    ips: {{loopback: true}}
-listen: {{api: "127.0.0.1:0", proxy: "127.0.0.1:0"}}
-shutdown_grace: {GRACE_S}s
-api:
-  tokens:
-    - {{name: ops, secret: "{TOKEN}", scopes: [read, exec, power]}}
-routes:
-  - {{host: web.test, guest: lab:{WEB}, port: 8080}}
-  - {{host: sleepy.test, guest: lab:{SLEEPY}, port: 8080, idle: {{timeout: 10m, wake_timeout: 2m}}}}
-""",
-        encoding="utf-8",
-    )
+def write_config(path: Path, lab: LabServer, grace_s: float = GRACE_S) -> None:
+    cluster = lab_cluster(lab, username="root@pam", password=lab.credentials.root_password)
+    config = {
+        "proxmox": [cluster],
+        "listen": {"api": "127.0.0.1:0", "proxy": "127.0.0.1:0"},
+        "shutdown_grace": grace_s,
+        "api": {"tokens": [{"name": "ops", "secret": TOKEN, "scopes": ["read", "exec", "power"]}]},
+        "routes": [
+            {"host": "web.test", "guest": f"lab:{WEB}", "port": 8080},
+            {
+                "host": "sleepy.test",
+                "guest": f"lab:{SLEEPY}",
+                "port": 8080,
+                "idle": {"timeout": "10m", "wake_timeout": "2m"},
+            },
+        ],
+    }
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
 
 
 def auth() -> dict[str, str]:
@@ -153,31 +148,37 @@ async def test_sigterm_drains_every_long_exchange_and_exits_0(
     assert "Traceback" not in daemon.text
 
 
+async def start_and_wait(
+    http: aiohttp.ClientSession, api: str, lab: LabServer, vmid: int
+) -> asyncio.Task[aiohttp.ClientResponse]:
+    """A power action that waits for its task (in flight, not a stream), once it runs."""
+    ref = f"lab:{vmid}"
+
+    async def known() -> bool:
+        async with http.get(f"{api}/api/v1/guests/{ref}", headers=auth()) as resp:
+            return resp.status == 200
+
+    await wait_for(known, 15, "the first poll")
+    task = asyncio.create_task(http.post(f"{api}/api/v1/guests/{ref}/start?wait=1", headers=auth()))
+    await wait_for(lambda: lab.cluster.guests[vmid].busy is not None, 10, "the start task")
+    return task
+
+
 async def test_request_in_flight_finishes_within_the_grace(
     lab_server: LabServer, tmp_path: Path
 ) -> None:
-    lab = lab_server
-    lab.cluster.add_guest(SLEEPY + 10, "lxc", "shut-slow", "pve1", boot_time_s=1.0)
+    vmid = SLEEPY + 10
+    lab_server.cluster.add_guest(vmid, "lxc", "shut-slow", "pve1", boot_time_s=1.0)
     config = tmp_path / "pxproxy.yml"
-    write_config(config, lab)
+    write_config(config, lab_server)
     async with (
         running_daemon(config) as daemon,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
     ):
         await daemon.wait_listening("api")
-        api = f"http://127.0.0.1:{daemon.ports['api']}"
-        ref = f"lab:{SLEEPY + 10}"
-
-        async def known() -> bool:
-            async with http.get(f"{api}/api/v1/guests/{ref}", headers=auth()) as resp:
-                return resp.status == 200
-
-        await wait_for(known, 15, "the first poll")
-        # A power action that waits for its task: in flight, not a stream.
-        start = asyncio.create_task(
-            http.post(f"{api}/api/v1/guests/{ref}/start?wait=1", headers=auth())
+        start = await start_and_wait(
+            http, f"http://127.0.0.1:{daemon.ports['api']}", lab_server, vmid
         )
-        await wait_for(lambda: lab.cluster.guests[SLEEPY + 10].busy is not None, 10, "the task")
         daemon.proc.send_signal(signal.SIGTERM)
         resp = await asyncio.wait_for(start, GRACE_S + 2)
         assert resp.status == 200, await resp.text()
@@ -186,29 +187,18 @@ async def test_request_in_flight_finishes_within_the_grace(
 
 
 async def test_second_signal_exits_at_once(lab_server: LabServer, tmp_path: Path) -> None:
-    lab = lab_server
-    lab.cluster.add_guest(SLEEPY + 11, "lxc", "shut-stuck", "pve1", boot_time_s=120.0)
+    vmid = SLEEPY + 11
+    lab_server.cluster.add_guest(vmid, "lxc", "shut-stuck", "pve1", boot_time_s=120.0)
     config = tmp_path / "pxproxy.yml"
-    write_config(config, lab)
-    text = config.read_text().replace(f"shutdown_grace: {GRACE_S}s", "shutdown_grace: 60s")
-    config.write_text(text)
+    write_config(config, lab_server, grace_s=60)
     async with (
         running_daemon(config) as daemon,
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
     ):
         await daemon.wait_listening("api")
-        api = f"http://127.0.0.1:{daemon.ports['api']}"
-        ref = f"lab:{SLEEPY + 11}"
-
-        async def known() -> bool:
-            async with http.get(f"{api}/api/v1/guests/{ref}", headers=auth()) as resp:
-                return resp.status == 200
-
-        await wait_for(known, 15, "the first poll")
-        stuck = asyncio.create_task(
-            http.post(f"{api}/api/v1/guests/{ref}/start?wait=1", headers=auth())
+        stuck = await start_and_wait(
+            http, f"http://127.0.0.1:{daemon.ports['api']}", lab_server, vmid
         )
-        await wait_for(lambda: lab.cluster.guests[SLEEPY + 11].busy is not None, 10, "the task")
         daemon.proc.send_signal(signal.SIGTERM)
         await wait_for(lambda: "shutting down" in daemon.text, 5, "the drain to begin")
         started = time.monotonic()

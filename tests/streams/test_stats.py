@@ -23,7 +23,7 @@ from pxproxy.lab.server import LabServer
 from pxproxy.metrics import Metrics
 from pxproxy.streams.stats import StatsHub, Watch
 
-from ..support import wait_for
+from ..support import lab_cluster, wait_for
 from .test_formatting import LINE_RE
 
 TOKEN = "streams-read-token-0123"
@@ -43,17 +43,7 @@ class Api:
 def lab_config(lab: LabServer) -> Config:
     return Config.model_validate(
         {
-            "proxmox": [
-                {
-                    "name": "lab",
-                    "url": lab.url,
-                    "token_id": lab.credentials.token_id,
-                    "secret": lab.credentials.token_secret,
-                    "tls": {"fingerprint": lab.fingerprint},
-                    "poll_interval": "200ms",
-                    "ips": {"loopback": True},
-                }
-            ],
+            "proxmox": [lab_cluster(lab)],
             "listen": {"proxy": "127.0.0.1:0", "api": "127.0.0.1:0"},
             "api": {"tokens": [{"name": "reader", "secret": TOKEN, "scopes": ["read"]}]},
         }

@@ -15,7 +15,7 @@ from pxproxy.config.models import Config
 from pxproxy.daemon import Daemon
 from pxproxy.lab.server import LabServer
 
-from ..support import wait_for
+from ..support import lab_cluster, wait_for
 
 OPS = "power-ops-secret-0123"
 READER = "power-reader-secret-0123"
@@ -25,17 +25,7 @@ NARROW = "power-narrow-secret-0123"
 def config(lab: LabServer) -> Config:
     return Config.model_validate(
         {
-            "proxmox": [
-                {
-                    "name": "lab",
-                    "url": lab.url,
-                    "token_id": lab.credentials.token_id,
-                    "secret": lab.credentials.token_secret,
-                    "tls": {"fingerprint": lab.fingerprint},
-                    "poll_interval": "200ms",
-                    "ips": {"loopback": True},
-                }
-            ],
+            "proxmox": [lab_cluster(lab)],
             "listen": {"proxy": "127.0.0.1:0", "api": "127.0.0.1:0"},
             "api": {
                 "tokens": [

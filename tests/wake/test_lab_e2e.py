@@ -23,7 +23,7 @@ from pxproxy.wake.manager import WakeManager
 from pxproxy.wake.power import PvePowerControl
 from pxproxy.wake.waker import OUTCOME_UNKNOWN
 
-from ..support import HOST, wait_for
+from ..support import HOST, lab_cluster, wait_for
 
 CLUSTER = "lab"
 BOOT_S = 0.2
@@ -61,15 +61,9 @@ def stack(lab_server: LabServer) -> StackFactory:
         config = Config.model_validate(
             {
                 "proxmox": [
-                    {
-                        "name": CLUSTER,
-                        "url": url or lab_server.url,
-                        "token_id": lab_server.credentials.token_id,
-                        "secret": lab_server.credentials.token_secret,
-                        "tls": {"fingerprint": lab_server.fingerprint},
-                        "poll_interval": "0.1s",
-                        "ips": {"loopback": True},
-                    }
+                    lab_cluster(
+                        lab_server, name=CLUSTER, url=url or lab_server.url, poll_interval="0.1s"
+                    )
                 ],
                 "routes": routes,
             }
