@@ -19,6 +19,10 @@ RUN groupadd --system --gid 10001 pxproxy \
  && useradd --system --uid 10001 --gid pxproxy --no-create-home \
         --home-dir /nonexistent --shell /usr/sbin/nologin pxproxy
 COPY --from=build /opt/pxproxy /opt/pxproxy
+# The state store (state.db: sleeping guests, circuit breakers, last-seen addresses), kept
+# across restarts in a volume; pxproxy's default state.path when this directory exists.
+RUN install -d -o 10001 -g 10001 -m 0700 /var/lib/pxproxy
+VOLUME /var/lib/pxproxy
 USER 10001:10001
 
 # 8080: reverse proxy listener (later release); 8081: management API.

@@ -6,7 +6,9 @@ from typing import TextIO
 
 from .api.allowlist import matches
 from .config.allowlists import parse_guest_entry
+from .config.dependencies import dependency_problems, ref_key, route_edges
 from .config.models import Config
+from .config.problems import Problem
 from .daemon import make_poller
 from .inventory.snapshot import Snapshot
 from .inventory.store import Inventory
@@ -72,7 +74,24 @@ def _check_routes(config: Config, view: Snapshot) -> list[str]:
     for ref in config.guests:
         if not view.lookup_ref(ref).guests:
             problems.append(f"guests.{ref}: no such guest")
+    problems.extend(str(p) for p in resolved_dependency_problems(config, view))
     return problems
+
+
+def resolved_dependency_problems(config: Config, view: Snapshot) -> list[Problem]:
+    """depends_on cycles that only the inventory shows: refs naming one guest in two ways
+    (`wiki` and `101`). Validation has already refused every cycle by ref text."""
+
+    def guest_of(ref: str) -> str:
+        found = view.lookup_ref(ref).guests
+        return found[0].ref if len(found) == 1 else ref_key(ref)
+
+    edges = route_edges(
+        (f"routes[{i}].idle.depends_on", route.guest, route.idle.depends_on)
+        for i, route in enumerate(config.routes)
+        if route.idle is not None
+    )
+    return dependency_problems(edges, guest_of, " once refs are resolved to guests")
 
 
 _BARE = {

@@ -1,4 +1,4 @@
-"""Command line: `pxproxy run | check | demo | lab | stats | journal | exec`."""
+"""Command line: `pxproxy run | check | demo | lab`, and the API clients of client_cli.py."""
 
 from __future__ import annotations
 
@@ -7,18 +7,23 @@ import sys
 from collections.abc import Sequence
 
 from . import __version__
+from .audit.command import add_audit_command
 from .client_cli import add_commands as add_client_commands
 from .config.durations import parse_duration
 from .config.loader import ConfigError, config_path, load_config
+from .listeners.bind_errors import ListenError
+from .log_format import LOG_FORMATS
 from .runtime import run, setup_logging
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .daemon import Daemon
 
     config = load_config(args.config)
-    setup_logging(config.log_level)
-    run(Daemon(config).run_until_signalled())
+    setup_logging(args.log_level or config.log_level, args.log_format)
+    run(Daemon(config, config_path=config_path(args.config)).run_until_signalled())
     return 0
 
 
@@ -31,10 +36,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import DEMO_LOG_PREFIX, run_demo
     from .lab.run import LabSetupError
 
-    setup_logging("warning")
+    # The daemon's log goes to the terminal with the instructions, each line marked as its.
+    setup_logging(args.log_level, args.log_format, stream=sys.stdout, prefix=DEMO_LOG_PREFIX)
     try:
         run(run_demo(args.proxy, args.api, args.token, sys.stdout))
     except LabSetupError as exc:
@@ -49,7 +55,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_lab(args: argparse.Namespace) -> int:
     from .lab.run import LabSetupError, run_lab
 
-    setup_logging("warning")
+    setup_logging(args.log_level, args.log_format)
     try:
         run(
             run_lab(args.listen, args.guests, args.nodes, args.boot_time, args.scenario, sys.stdout)
@@ -72,6 +78,19 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _add_log_flags(cmd: argparse.ArgumentParser, default_level: str | None) -> None:
+    where = f"default {default_level}" if default_level else "default: log_level of the config"
+    cmd.add_argument(
+        "--log-level", choices=LOG_LEVELS, default=default_level, help=f"log level ({where})"
+    )
+    cmd.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text, or json: one object per line (default %(default)s)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pxproxy", description="Proxmox VE companion for reverse proxies."
@@ -88,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
             "--config",
             help=f"config file (default: $PXPROXY_CONFIG, else {config_path(None)})",
         )
+        if name == "run":
+            _add_log_flags(cmd, None)
         cmd.set_defaults(func=func)
     demo = sub.add_parser(
         "demo",
@@ -99,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--api", default="127.0.0.1:8081", help="API listener (default %(default)s)")
     demo.add_argument("--token", help="API bearer token (default: a random one, printed once)")
+    _add_log_flags(demo, "info")
     demo.set_defaults(func=_cmd_demo)
     lab = sub.add_parser(
         "lab",
@@ -112,8 +134,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--boot-time", type=_seconds, default=2.0, help="how long a start takes (default 2s)"
     )
     lab.add_argument("--scenario", help="YAML/JSON file with nodes and guests")
+    _add_log_flags(lab, "warning")
     lab.set_defaults(func=_cmd_lab)
-    add_client_commands(sub)  # stats, journal, exec: clients of a running daemon
+    add_audit_command(sub)  # audit verify
+    add_client_commands(sub)  # ls, lookup, routes, stats, journal, tail, exec, wake, power
     return parser
 
 
@@ -121,7 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, ListenError) as exc:
+        # An operator's mistake: what to fix, with its key path; never a traceback.
         print(f"pxproxy: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

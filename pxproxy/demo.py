@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
 import signal
+import tempfile
 from typing import Any, TextIO
 
 from .config.loader import ConfigError
@@ -15,10 +17,15 @@ from .lab.state import LabCluster
 
 DEMO_DOMAIN = "demo.localhost"
 FIRST_POLL_TIMEOUT_S = 30.0
+# Starts each of the daemon's log lines in the demo's terminal, among the instructions.
+DEMO_LOG_PREFIX = "[pxproxy] "
 
 
-def demo_config(lab: LabServer, proxy: str, api: str, token: str) -> Config:
-    """Routes for every guest under *.demo.localhost; idle-watch on the stopped ones."""
+def demo_config(
+    lab: LabServer, proxy: str, api: str, token: str, state_path: str | None = None
+) -> Config:
+    """Routes for every guest under *.demo.localhost; idle-watch on the stopped ones.
+    `state_path`: the run's own state file (the lab is new each run: so is its state)."""
     routes: list[dict[str, Any]] = []
     for g in sorted(lab.cluster.guests.values(), key=lambda g: g.vmid):
         route: dict[str, Any] = {
@@ -46,6 +53,7 @@ def demo_config(lab: LabServer, proxy: str, api: str, token: str) -> Config:
         "listen": {"proxy": proxy, "api": api},
         "api": {"tokens": [{"name": "demo", "secret": token, "scopes": ["read", "power", "exec"]}]},
         "routes": routes,
+        "state": {"path": state_path} if state_path else {"enabled": False},
     }
     try:
         return Config.model_validate(data)
@@ -117,8 +125,29 @@ def instructions(lab: LabServer, daemon: Daemon, config: Config, token: str) -> 
             f"  {', '.join(route.host or ())} -> {route.guest}:{route.port}"
             + (f"  (idle-watch, {route.idle.timeout:g}s)" if route.idle else "")
         )
-    lines += ["", "Ctrl-C stops the demo and everything it started."]
+    lines += [
+        "",
+        f"The daemon's log follows, its lines marked {DEMO_LOG_PREFIX.strip()}:"
+        " wakes and idle stops as they happen.",
+        "Ctrl-C stops the demo and everything it started.",
+    ]
     return "\n".join(lines) + "\n"
+
+
+def stopped_summary(lab: LabServer, daemon: Daemon | None, guest_servers: int) -> str:
+    """What Ctrl-C stopped, in the order it was stopped."""
+    parts = []
+    if daemon is not None:
+        parts.append(
+            f"pxproxy (API on port {daemon.api_port}"
+            + (f", proxy on port {daemon.proxy_port})" if daemon.proxy_port else ")")
+        )
+    parts.append(f"the lab's Proxmox API ({lab.url})")
+    parts.append(
+        f"{guest_servers} running guest{'' if guest_servers == 1 else 's'}' servers"
+        f" (of {len(lab.cluster.guests)} guests)"
+    )
+    return "Stopped: " + "; ".join(parts) + ".\n"
 
 
 async def run_demo(proxy: str, api: str, token: str | None, out: TextIO) -> None:
@@ -129,9 +158,10 @@ async def run_demo(proxy: str, api: str, token: str | None, out: TextIO) -> None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await lab.start()
+    state_dir = tempfile.TemporaryDirectory(prefix="pxproxy-demo-")
     daemon: Daemon | None = None
     try:
-        config = demo_config(lab, proxy, api, token)
+        config = demo_config(lab, proxy, api, token, os.path.join(state_dir.name, "state.db"))
         daemon = Daemon(config)
         await daemon.start()
         await daemon.inventory.wait_until(
@@ -144,4 +174,8 @@ async def run_demo(proxy: str, api: str, token: str | None, out: TextIO) -> None
     finally:
         if daemon is not None:
             await daemon.stop()
+        serving = sum(1 for vmid in lab.cluster.guests if lab.servers.is_open(vmid))
         await lab.stop()
+        state_dir.cleanup()
+        out.write(stopped_summary(lab, daemon, serving))
+        out.flush()

@@ -1,13 +1,14 @@
-"""Event loop setup: uvloop when available."""
+"""Event loop setup (uvloop when available) and logging setup."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
-from . import log_redaction
+from .log_format import LogFormat, make_formatter
 
 T = TypeVar("T")
 
@@ -20,10 +21,15 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-    # Credentials (Authorization, Cookie, ...) never reach the log, even in a traceback.
-    log_redaction.install(LOG_FORMAT)
+def setup_logging(
+    level: str, fmt: LogFormat = "text", *, stream: TextIO | None = None, prefix: str = ""
+) -> None:
+    """One handler on the root logger, to stderr unless `stream` is given. Either format
+    blanks credentials (Authorization, Cookie, ...), even in a traceback."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(make_formatter(fmt, prefix))
+    root = logging.getLogger()
+    for old in list(root.handlers):  # a second call replaces the first's handler
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())

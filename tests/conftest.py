@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from fakepve.certs import make_cert
@@ -12,6 +13,16 @@ from pxproxy.lab.state import LabCluster
 from .fakes import TestPve
 from .peers import FakePvePeer, LabPeer, Peer
 from .support import HOST, Pki
+
+
+@pytest.fixture(autouse=True)
+def private_state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test (and every daemon it starts as a subprocess) gets its own default state
+    directory: no test reads what another left in ~/.local/state or /var/lib/pxproxy."""
+    home = tmp_path / "state-home"
+    monkeypatch.setenv("XDG_STATE_HOME", str(home))
+    monkeypatch.setattr("pxproxy.state.opening.SYSTEM_STATE_DIR", tmp_path / "no-system-state")
+    return home / "pxproxy"
 
 
 @pytest.fixture(scope="session")

@@ -14,8 +14,9 @@ from ..listeners.server_header import on_response_prepare
 from ..metrics import Metrics
 from ..pve.client import PveClient
 from ..shutdown import Stopping
-from ..wake.contract import WakeState
+from ..wake.contract import Gate, WakeState
 from . import handlers
+from .audit import AuditLog
 from .auth import ANONYMOUS, Principal, TokenAuthority
 from .context import PRINCIPAL, ApiContext
 from .handlers import Handler
@@ -131,6 +132,9 @@ def make_context(
     route_states: Callable[[], Mapping[int, WakeState]] = dict,
     clients: Mapping[str, PveClient] | None = None,
     stopping: Stopping | None = None,
+    route_gate: Callable[[int], Gate | None] | None = None,
+    note_power_action: Callable[[str, str], None] | None = None,
+    audit: AuditLog | None = None,
 ) -> ApiContext:
     return ApiContext(
         config=config,
@@ -142,4 +146,7 @@ def make_context(
         route_states=route_states,
         clients=dict(clients or {}),
         stopping=stopping or Stopping(),
+        route_gate=route_gate or (lambda _index: None),
+        note_power_action=note_power_action or (lambda _ref, _action: None),
+        audit=audit or AuditLog(),
     )

@@ -1,41 +1,17 @@
-"""Errors of the management API, rendered as RFC 7807 problem documents in one place."""
+"""Errors of the management API. The exception and its renderer are pxproxy's one pair
+(pxproxy/problems.py), shared with the proxy; which error gets which status is error_table.py."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from aiohttp import web
+from ..problems import Problem, render
 
+__all__ = ["ApiError", "ambiguous", "bad_request", "not_found", "problem_response"]
 
-class ApiError(Exception):
-    def __init__(
-        self,
-        status: int,
-        title: str,
-        detail: str,
-        *,
-        headers: dict[str, str] | None = None,
-        **extra: Any,
-    ) -> None:
-        super().__init__(detail)
-        self.headers = dict(headers or {})
-        self.status = status
-        self.title = title
-        self.detail = detail
-        self.extra = extra
-
-
-def problem_response(error: ApiError, headers: dict[str, str] | None = None) -> web.Response:
-    body = {"type": "about:blank", "title": error.title, "status": error.status}
-    body["detail"] = error.detail
-    body.update(error.extra)
-    return web.Response(
-        status=error.status,
-        text=json.dumps(body),
-        content_type="application/problem+json",
-        headers=headers,
-    )
+# The API's historical names for the shared pair.
+ApiError = Problem
+problem_response = render
 
 
 def bad_request(detail: str, **extra: Any) -> ApiError:

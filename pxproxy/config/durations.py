@@ -25,7 +25,7 @@ _UNIT_STRING_RE = re.compile(rf"(?:{_PART})+")
 _MAX_TEXT_LEN = 400
 
 
-def _invalid(value: object) -> ValueError:
+def _invalid(value: object, why: str = "") -> ValueError:
     try:
         shown = repr(value)
     except ValueError:  # ints beyond sys.get_int_max_str_digits() refuse repr()
@@ -33,7 +33,7 @@ def _invalid(value: object) -> ValueError:
     if len(shown) > 80:
         shown = shown[:77] + "..."
     return ValueError(
-        f"invalid duration {shown}: use a number of seconds or a value like 500ms, 3s, 15m, 2h"
+        f"invalid duration {shown}{why}: use a number of seconds or a value like 500ms, 3s, 15m, 2h"
     )
 
 
@@ -63,7 +63,9 @@ def parse_duration(value: object) -> float:
             seconds = float(value)
         except OverflowError:
             raise _invalid(value) from None
-        if not math.isfinite(seconds) or seconds < 0:
+        if seconds < 0:
+            raise _invalid(value, " (durations cannot be negative)")
+        if not math.isfinite(seconds):
             raise _invalid(value)
         return seconds
     if not isinstance(value, str):

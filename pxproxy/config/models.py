@@ -19,6 +19,9 @@ from pydantic import (
 
 from .allowlists import check_guest_entry, check_path_prefix
 from .durations import parse_duration
+from .listen_marker import TCP as TCP_LISTENER
+from .node_names import check_node_alias, check_node_key
+from .urls import check_cluster_url
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -65,7 +68,8 @@ def _check_address(value: str) -> str:
     return value
 
 
-ListenAddress = Annotated[str, AfterValidator(_check_address)]
+# Listener(...) lets the clash check (config/listener_clashes.py) find every listening address.
+ListenAddress = Annotated[str, AfterValidator(_check_address), TCP_LISTENER]
 
 
 def split_address(value: str) -> tuple[str, int]:
@@ -126,9 +130,7 @@ class ClusterConfig(Strict):
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+(:\d+)?/?$", value):
-            raise ValueError("must be like https://pve.example.com:8006 (no path)")
-        return value.rstrip("/")
+        return check_cluster_url(value)
 
     @field_validator("token_id")
     @classmethod
@@ -174,12 +176,20 @@ class GuestExtras(Strict):
     aliases: tuple[str, ...] = ()
 
 
+class NodeExtras(Strict):
+    aliases: tuple[Annotated[str, AfterValidator(check_node_alias)], ...] = ()
+
+
+NodeKey = Annotated[str, AfterValidator(check_node_key)]
+
+
 class ListenConfig(Strict):
     proxy: ListenAddress = "0.0.0.0:8080"
     api: ListenAddress = "127.0.0.1:8081"
 
 
-Scope = Literal["read", "power", "exec"]
+# node-exec: commands on the hypervisor itself; only tokens that list it have it.
+Scope = Literal["read", "power", "exec", "node-exec"]
 AllowlistEntry = Annotated[str, BeforeValidator(_ref_text), AfterValidator(check_guest_entry)]
 PathPrefix = Annotated[str, AfterValidator(check_path_prefix)]
 
@@ -316,6 +326,22 @@ class ProxyConfig(Strict):
     max_headers: int = Field(default=100, ge=1, le=1000)  # header lines per request; 431 above
 
 
+class AuditConfig(Strict):
+    # Hash-chained JSON lines (pxproxy/audit/); without a path, the `pxproxy.audit` logger.
+    path: str | None = Field(default=None, min_length=1)
+
+
+class StateConfig(Strict):
+    """What survives a restart (pxproxy/state/): an SQLite file."""
+
+    # None: /var/lib/pxproxy/state.db where that directory exists, else
+    # $XDG_STATE_HOME/pxproxy/state.db (~/.local/state/pxproxy/state.db).
+    path: str | None = Field(default=None, min_length=1)
+    enabled: bool = True
+    # Each route's last activity is saved at most this often (it changes on every request).
+    activity_interval: Seconds = Field(default=30.0, ge=1, le=86400)
+
+
 class Config(Strict):
     proxmox: tuple[ClusterConfig, ...]
     listen: ListenConfig = ListenConfig()
@@ -326,6 +352,10 @@ class Config(Strict):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     # On SIGTERM: streams end at once, requests in flight get this long to finish.
     shutdown_grace: Seconds = Field(default=10.0, ge=0, le=3600)
+    state: StateConfig = StateConfig()
+    # Node aliases, keyed `pve1` (any cluster) or `home:pve1` (config/node_names.py).
+    nodes: dict[NodeKey, NodeExtras] = {}
+    audit: AuditConfig = AuditConfig()
 
     # A field validator (not Field(min_length=1) or a model validator): its errors carry the
     # key path "proxmox", and it only runs when every entry is valid, so an invalid entry is

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,9 +75,17 @@ class IpResolver:
         self._refresh_s = refresh_s
         self._clock = clock
         self._state: dict[str, _State] = {}
+        # Addresses kept by the last run (pxproxy/state/): guest id -> (name, addresses).
+        self._remembered: dict[str, tuple[str, tuple[str, ...]]] = {}
         # PVE 7 has no /interfaces (501): stop asking and read the config instead.
         self._lxc_interfaces_supported = True
         self.stats = ResolutionStats()
+
+    def remember(self, remembered: Mapping[str, tuple[str, tuple[str, ...]]]) -> None:
+        """Before the first poll: the last-seen addresses of the last run, by guest id, with
+        the guest's name then. A guest that appears under the same name (not a reused vmid)
+        starts from them, so a stopped DHCP guest keeps its `last-seen` address."""
+        self._remembered = {k: v for k, v in remembered.items() if v[1]}
 
     def addresses(self, guest_id: str) -> tuple[tuple[str, ...], str | None]:
         state = self._state.get(guest_id)
@@ -94,7 +102,10 @@ class IpResolver:
                 continue
             state = self._state.get(g.id)
             if state is None:
-                self._state[g.id] = _State(g.status, g.uptime)
+                state = self._state[g.id] = _State(g.status, g.uptime)
+                kept = self._remembered.pop(g.id, None) if self._remembered else None
+                if kept is not None and (not g.name or not kept[0] or kept[0] == g.name):
+                    state.ips, state.source = kept[1], "last-seen"
                 if g.status != "unknown":
                     due.append(g)
                 continue

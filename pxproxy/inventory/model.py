@@ -36,6 +36,9 @@ class Guest(NamedTuple):
     netout: int
     diskread: int
     diskwrite: int
+    # True while the guest's node is offline: /cluster/resources then sends no name, tags or
+    # template flag, so those are kept from the last poll that had them (poller.py).
+    last_known: bool = False
 
     @property
     def ref(self) -> str:
@@ -70,6 +73,7 @@ class Guest(NamedTuple):
             "netout": self.netout,
             "diskread": self.diskread,
             "diskwrite": self.diskwrite,
+            "last_known": self.last_known,
         }
 
 
@@ -83,11 +87,13 @@ class Node(NamedTuple):
     mem: int
     maxmem: int
     uptime: int
+    aliases: tuple[str, ...] = ()  # from the config's `nodes:`, lowercased
 
     def to_json(self) -> dict[str, Any]:
         return {
             "cluster": self.cluster,
             "name": self.name,
+            "aliases": list(self.aliases),
             "status": self.status,
             "ip": self.ip,
             "cpu": self.cpu,

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,6 +62,7 @@ class ClusterPoller:
         *,
         settings: PollSettings | None = None,
         extra_aliases: Sequence[tuple[str, str]] = (),
+        node_aliases: Mapping[str, Sequence[str]] | None = None,
         on_poll: Callable[[str, float, bool], None] | None = None,
         on_rejected: Callable[[str, str, int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
@@ -72,6 +73,8 @@ class ClusterPoller:
         self._publish = publish
         self._settings = settings or PollSettings()
         self._extra_aliases = tuple(extra_aliases)
+        # Node name (lowercased) -> aliases from the config's `nodes:` (node_aliases.py).
+        self._node_aliases = {k.lower(): tuple(v) for k, v in (node_aliases or {}).items()}
         self._on_poll = on_poll
         self._on_rejected = on_rejected  # (cluster, reason class, count) per poll
         self._clock = clock
@@ -83,10 +86,17 @@ class ClusterPoller:
         self._status_warning: str | None = None
         self._last: ClusterSnapshot | None = None
         self.stats = PollStats()
+        # Set once the first cycle ended (addresses resolved, or the poll failed): what start-up
+        # waits for before it routes, so the first request finds resolved addresses.
+        self.first_cycle = asyncio.Event()
 
     @property
     def last(self) -> ClusterSnapshot | None:
         return self._last
+
+    @property
+    def resolver(self) -> IpResolver:
+        return self._resolver
 
     async def run(self) -> None:
         """Poll until cancelled. Failures publish the last data marked stale and back off."""
@@ -107,6 +117,7 @@ class ClusterPoller:
                 delay = self._backoff_s()
             else:
                 delay = max(0.0, self._settings.interval_s - (loop.time() - started))
+            self.first_cycle.set()
             await asyncio.sleep(delay)
 
     def _backoff_s(self) -> float:
@@ -221,13 +232,23 @@ class ClusterPoller:
         most of it was rejected: then it is published marked degraded and not remembered, so
         it never becomes the baseline later polls are measured against."""
         resolver = self._resolver
+        last = self._last.by_id if self._last is not None else {}
         guests = []
         for g in raw_guests:
+            if g.status == "unknown" and not g.name and (known := last.get(g.id)) and known.name:
+                g = _last_known(g, known)
             ips, source = resolver.addresses(g.id)
             guests.append(g._replace(ips=ips, ip_source=source) if ips else g)
         status = self._status
         node_ips = {n.name: n.ip for n in status.nodes} if status else {}
         nodes = make_nodes(self.name, node_entries, node_ips)
+        if self._node_aliases:
+            nodes = tuple(
+                n._replace(aliases=aliases)
+                if (aliases := self._node_aliases.get(n.name.lower()))
+                else n
+                for n in nodes
+            )
         warnings = []
         if self._status_warning:
             warnings.append(self._status_warning)
@@ -277,3 +298,17 @@ class ClusterPoller:
             warnings=snapshot.warnings,
             last_success=snapshot.last_success,
         )
+
+
+def _last_known(entry: Guest, known: Guest) -> Guest:
+    """A guest on an offline node: /cluster/resources sends only id, vmid, node, type and status
+    "unknown", so the name, tags, aliases, template flag and pool of the last poll that had them
+    are kept (and marked), and lookups by name go on finding it."""
+    return entry._replace(
+        name=known.name,
+        tags=known.tags,
+        aliases=known.aliases,
+        template=known.template,
+        pool=entry.pool or known.pool,
+        last_known=True,
+    )

@@ -22,6 +22,8 @@ _VMID = r"[0-9]{1,9}"
 _VMID_RE = re.compile(_VMID)
 _REF_CLUSTER_RE = re.compile(rf"^(?P<cluster>[^:/\s]+):(?P<vmid>{_VMID})$")
 _REF_NODE_RE = re.compile(rf"^(?P<node>[^:/\s]+)/(?P<vmid>{_VMID})$")
+# A node named per cluster: "home:pve1" (a cluster label holds no ':', '/' or space).
+_NODE_IN_CLUSTER_RE = re.compile(r"^(?P<cluster>[^:/\s]+):(?P<node>[^:/\s]+)$")
 
 
 class Match(NamedTuple):
@@ -88,6 +90,7 @@ class ClusterSnapshot:
     by_alias: dict[str, tuple[Guest, ...]] = field(default_factory=dict)
     node_by_name: dict[str, Node] = field(default_factory=dict)
     node_by_ip: dict[str, Node] = field(default_factory=dict)
+    node_by_alias: dict[str, tuple[Node, ...]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -121,6 +124,10 @@ class ClusterSnapshot:
                 by_ip[key] = _prefer_running(found)
         node_by_name = {n.name.lower(): n for n in node_list}
         node_by_ip = {n.ip: n for n in node_list if n.ip}
+        node_by_alias: dict[str, tuple[Node, ...]] = {}
+        for n in node_list:
+            for alias in n.aliases:
+                node_by_alias[alias] = (*node_by_alias.get(alias, ()), n)
         return cls(
             name=name,
             guests=ordered,
@@ -135,6 +142,7 @@ class ClusterSnapshot:
             by_alias=by_alias,
             node_by_name=node_by_name,
             node_by_ip=node_by_ip,
+            node_by_alias=node_by_alias,
         )
 
     def failed(self, error: str) -> ClusterSnapshot:
@@ -205,7 +213,8 @@ class Snapshot:
         return Match((), tuple(n for c in self._each() if (n := c.node_by_ip.get(key))))
 
     def lookup_host(self, text: str) -> Match:
-        """Full name, then first DNS label, then the same as aliases; then node names."""
+        """Full name, then first DNS label, then the same as aliases; then node names, then node
+        aliases. Route hosts come before all of these (routing/host_lookup.py)."""
         full = text.strip().rstrip(".").lower()
         if not full:
             return NO_MATCH
@@ -220,10 +229,20 @@ class Snapshot:
             nodes = tuple(n for c in self._each() if (n := c.node_by_name.get(key)))
             if nodes:
                 return Match((), nodes)
+        for key in keys:
+            nodes = self._node_aliases(key)
+            if nodes:
+                return Match((), nodes)
         return NO_MATCH
 
     def lookup_alias(self, text: str) -> Match:
-        return Match(_merge(c.by_alias.get(text.strip().lower()) for c in self._each()))
+        """Guest aliases first, then node aliases (`nodes:` in the config)."""
+        key = text.strip().lower()
+        guests = _merge(c.by_alias.get(key) for c in self._each())
+        return Match(guests) if guests else Match((), self._node_aliases(key))
+
+    def _node_aliases(self, key: str) -> tuple[Node, ...]:
+        return tuple(n for c in self._each() for n in c.node_by_alias.get(key, ()))
 
     def lookup_ref(self, ref: str) -> Match:
         """A guest by name | vmid | node/vmid | cluster:vmid | lxc/101."""
@@ -250,8 +269,46 @@ class Snapshot:
             )
         return Match(_merge(c.by_name.get(text.lower()) for c in self._each()))
 
-    def node(self, name: str) -> Match:
-        return Match((), tuple(n for c in self._each() if (n := c.node_by_name.get(name.lower()))))
+    def node(self, text: str) -> Match:
+        """The one resolver of a node as a client names it: `pve1` or an alias (`hv1`) in any
+        cluster, or `home:pve1` / `home:hv1` in that cluster only. Names win over aliases; a
+        bare name found in several clusters is ambiguous (several nodes in the match)."""
+        ref = text.strip()
+        if m := _NODE_IN_CLUSTER_RE.match(ref):
+            cluster = self.clusters.get(m["cluster"])
+            if cluster is None:
+                return NO_MATCH
+            key = m["node"].lower()
+            found = cluster.node_by_name.get(key)
+            return Match((), (found,) if found else cluster.node_by_alias.get(key, ()))
+        key = ref.lower()
+        nodes = tuple(n for c in self._each() if (n := c.node_by_name.get(key)))
+        return Match((), nodes or self._node_aliases(key))
+
+    def guest_on_node(self, node: str, vmid: str) -> Match:
+        """A guest by the node it runs on (as node() names it) and its vmid: the guests of
+        /exec/{node}/{vmid} and the like. Several when a bare node name (or alias) is in
+        several clusters and each has the vmid there."""
+        if not _VMID_RE.fullmatch(vmid):  # ASCII, 1..9 digits: no int() of hostile strings
+            return NO_MATCH
+        number = int(vmid)
+        nodes = self.node(node).nodes
+        if nodes:
+            return Match(
+                tuple(
+                    g
+                    for n in nodes
+                    if (c := self.clusters.get(n.cluster)) is not None
+                    and (g := c.by_vmid.get(number)) is not None
+                    and g.node == n.name
+                )
+            )
+        # No node record (the token lacks Sys.Audit on /nodes): the name the guests carry.
+        if m := _NODE_IN_CLUSTER_RE.match(node.strip()):
+            cluster = self.clusters.get(m["cluster"])
+            guest = cluster.by_vmid.get(number) if cluster else None
+            return Match((guest,)) if guest and guest.node == m["node"] else NO_MATCH
+        return self.lookup_ref(f"{node}/{vmid}")
 
 
 EMPTY = Snapshot({})

@@ -25,6 +25,7 @@ from ..config.models import ProxyConfig
 from ..inventory.store import Inventory
 from ..listeners.head_guard import HeadLimits
 from ..listeners.server_header import brand
+from ..problems import problem
 from ..shutdown import STOPPING_MESSAGE, DaemonStopping, Stopping
 from ..wake.contract import Gate, WakeError, WakeState
 from . import waiting
@@ -225,7 +226,7 @@ class HttpProxy:
         if match is None:
             return self._done(
                 UNMATCHED,
-                waiting.problem(404, "Not Found", f"no route for host {host!r}", host=host),
+                problem(404, "Not Found", f"no route for host {host!r}", host=host),
             )
         gate = self._gates(match.route_index)
         path = path_qs.split("?", 1)[0]
@@ -252,7 +253,7 @@ class HttpProxy:
         # Nothing under /.pxproxy/ reaches a guest.
         if path == EVENTS_PATH and request.method == "GET":
             return await waiting.wake_events(request, gate, self._stopping)
-        return waiting.problem(404, "Not Found", f"no pxproxy endpoint {path}")
+        return problem(404, "Not Found", f"no pxproxy endpoint {path}")
 
     # ------------------------------------------------------------------ waiting
 
@@ -268,7 +269,7 @@ class HttpProxy:
             try:
                 await gate.ready(wake=False)
             except WakeError as exc:
-                return waiting.problem(
+                return problem(
                     503,
                     "Guest asleep",
                     f"{exc.message} (health checks do not wake guests)",
@@ -324,7 +325,7 @@ class HttpProxy:
         except UpstreamError as exc:
             return self._done(
                 match.name,
-                waiting.problem(
+                problem(
                     502, "Bad Gateway", str(exc), guest=exc.guest, host=request.headers.get("Host")
                 ),
             )
@@ -555,7 +556,7 @@ class HttpProxy:
         # The address and the cause are for the operator: the client learns only what happened.
         log.info("%s (%s:%d): %s", detail, upstream.host, upstream.port, _describe(exc))
         title = "Gateway Timeout" if status == 504 else "Bad Gateway"
-        return waiting.problem(status, title, detail, guest=upstream.guest)
+        return problem(status, title, detail, guest=upstream.guest)
 
     # ------------------------------------------------------------------ WebSocket
 
@@ -596,7 +597,7 @@ class HttpProxy:
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=WS_CLOSE_TIMEOUT_S),
             )
         except aiohttp.WSServerHandshakeError as exc:
-            response = waiting.problem(
+            response = problem(
                 502,
                 "Bad Gateway",
                 f"guest {upstream.guest} refused the WebSocket upgrade ({exc.status})",
@@ -728,9 +729,7 @@ def _text(status: int, text: str) -> web.Response:
 
 
 def _too_large(limit: int) -> web.Response:
-    response = waiting.problem(
-        413, "Content Too Large", f"the request body is larger than {limit} bytes"
-    )
+    response = problem(413, "Content Too Large", f"the request body is larger than {limit} bytes")
     # The rest of the body is not worth reading; a new connection starts clean.
     response.force_close()
     return response

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from ..config.models import RouteConfig, split_address
 from ..inventory.store import Inventory
+from ..listeners.bind_errors import listening
 from ..wake.contract import Gate, WakeError, WakeTimeout
 
 log = logging.getLogger(__name__)
@@ -97,14 +98,13 @@ class TcpProxy:
             for index, route in self._routes:
                 assert route.listen is not None  # checked in __init__
                 host, port = split_address(route.listen)
-                try:
-                    self._servers[index] = await asyncio.start_server(
+                self._servers[index] = await listening(
+                    f"routes[{index}].listen",
+                    route.listen,
+                    asyncio.start_server(
                         self._accept_callback(index, route), host, port, limit=CHUNK
-                    )
-                except OSError as exc:
-                    raise OSError(
-                        exc.errno, f"TCP route {route_label(route)} cannot listen: {exc.strerror}"
-                    ) from exc
+                    ),
+                )
                 log.info(
                     "TCP route listening on %s -> %s:%d", route.listen, route.guest, route.port
                 )

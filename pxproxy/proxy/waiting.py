@@ -9,15 +9,15 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import math
-from typing import Any
 
 from aiohttp import web
 
 from ..config.models import HealthCheckRules
+from ..error_table import problem_for
 from ..listeners.server_header import SERVER_NAME
-from ..shutdown import STOPPING_MESSAGE, DaemonStopping, Stopping
-from ..wake.contract import Gate, WakeError, WakeProgress, WakeState, WakeTimeout
+from ..problems import render
+from ..shutdown import DaemonStopping, Stopping
+from ..wake.contract import Gate, WakeError, WakeProgress, WakeState
 from . import loading_page
 
 INTERNAL_PREFIX = "/.pxproxy/"
@@ -65,41 +65,8 @@ def wants_html(request: web.BaseRequest) -> bool:
     return request.method == "GET" and "text/html" in request.headers.get("Accept", "")
 
 
-def problem(
-    status: int,
-    title: str,
-    detail: str,
-    *,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> web.Response:
-    """An RFC 7807 problem document."""
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    body["detail"] = detail
-    body.update(extra)
-    return web.Response(
-        status=status,
-        text=json.dumps(body),
-        content_type="application/problem+json",
-        headers=headers,
-    )
-
-
-def _retry_after(seconds: float) -> str:
-    return str(max(1, math.ceil(seconds)))
-
-
 def wake_failed(exc: WakeError, *, guest: str, host: str) -> web.Response:
-    timed_out = isinstance(exc, WakeTimeout)
-    return problem(
-        503,
-        "Guest not ready" if timed_out else "Guest could not be started",
-        exc.message,
-        headers={"Retry-After": _retry_after(exc.retry_after_s), "Cache-Control": "no-store"},
-        guest=guest,
-        host=host,
-        error="wake_timeout" if timed_out else "wake_failed",
-    )
+    return render(problem_for(exc, guest=guest, host=host))
 
 
 def loading(*, name: str, host: str, gate: Gate) -> web.Response:
@@ -161,14 +128,8 @@ async def _relay_progress(resp: web.StreamResponse, gate: Gate) -> None:
             return
 
 
-def stopping_problem(**extra: Any) -> web.Response:
+def stopping_problem(*, guest: str | None = None, host: str | None = None) -> web.Response:
     """A request that was still waiting for its guest when pxproxy began to stop."""
-    response = problem(
-        503,
-        "Service Unavailable",
-        f"{STOPPING_MESSAGE}; try again shortly",
-        headers={"Retry-After": "5", "Cache-Control": "no-store"},
-        **extra,
-    )
+    response = render(problem_for(DaemonStopping(), guest=guest, host=host))
     response.force_close()
     return response

@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
@@ -28,14 +28,31 @@ from .errors import (
     PveTlsError,
     error_for_status,
 )
-from .models import ClusterStatus, TaskStatus, parse_cluster_status, parse_task_status
+from .models import (
+    AgentExecStatus,
+    ClusterStatus,
+    GuestStatus,
+    JournalPage,
+    NodeStatus,
+    TaskStatus,
+    TermproxyTicket,
+    parse_agent_exec_status,
+    parse_cluster_status,
+    parse_guest_status,
+    parse_journal_page,
+    parse_node_status,
+    parse_task_status,
+    parse_termproxy,
+)
 from .tls import ssl_setting
 from .upid import parse_upid
 
 log = logging.getLogger(__name__)
 
 GuestType = Literal["lxc", "qemu"]
-Params = Mapping[str, str | int | float]
+ParamValue = str | int | float
+# A sequence of pairs repeats a key (`service=a&service=b`), which a mapping cannot.
+Params = Mapping[str, ParamValue] | Sequence[tuple[str, ParamValue]]
 
 # PVE tickets live 2 h; renew well before, as the web UI does.
 TICKET_RENEW_AFTER_S = 3600.0
@@ -228,7 +245,7 @@ class PveClient:
             async with self._http().request(
                 method,
                 self._base + path,
-                params=dict(params) if params else None,
+                params=_query(params),
                 data=dict(data) if data is not None else None,
                 headers=headers,
                 timeout=timeout,
@@ -285,9 +302,76 @@ class PveClient:
     async def qemu_agent_interfaces(self, node: str, vmid: int) -> object:
         return await self.get(f"/nodes/{_seg(node)}/qemu/{vmid}/agent/network-get-interfaces")
 
-    async def guest_status(self, kind: GuestType, node: str, vmid: int) -> dict[str, Any]:
+    async def guest_status(self, kind: GuestType, node: str, vmid: int) -> GuestStatus:
+        """`status/current`: unlike /cluster/resources it tells a paused VM (`qmpstatus`)."""
         data = await self.get(f"/nodes/{_seg(node)}/{kind}/{vmid}/status/current")
-        return dict(data) if isinstance(data, Mapping) else {}
+        return parse_guest_status(data)
+
+    async def node_status(self, node: str) -> NodeStatus:
+        return parse_node_status(await self.get(f"/nodes/{_seg(node)}/status"))
+
+    async def node_journal(
+        self,
+        node: str,
+        *,
+        lastentries: int | None = None,
+        startcursor: str | None = None,
+        services: Sequence[str] = (),
+    ) -> JournalPage:
+        """The last `lastentries` lines, or those after `startcursor`. `services` filters by
+        systemd unit natively on PVE 9; older versions answer 400 (PveParameterError naming
+        `service`). Works with API tokens (Sys.Syslog)."""
+        path = f"/nodes/{_seg(node)}/journal"
+        query: list[tuple[str, ParamValue]] = [("service", s) for s in services]
+        if lastentries is not None:
+            query.append(("lastentries", lastentries))
+        if startcursor is not None:
+            query.append(("startcursor", startcursor))
+        return parse_journal_page(await self.get(path, query), path)
+
+    async def agent_exec(self, node: str, vmid: int, argv: Sequence[str]) -> int:
+        """Start argv (no shell) through the QEMU guest agent; returns the agent's pid."""
+        path = f"/nodes/{_seg(node)}/qemu/{vmid}/agent/exec"
+        # A list value becomes repeated `command=` form fields: PVE's array encoding.
+        data = await self.post(path, {"command": list(argv)})
+        pid = data.get("pid") if isinstance(data, Mapping) else None
+        if not isinstance(pid, int) or isinstance(pid, bool):
+            raise PveProtocolError(f"agent/exec answered {data!r}, not a pid", path=path)
+        return pid
+
+    async def agent_exec_status(self, node: str, vmid: int, pid: int) -> AgentExecStatus:
+        path = f"/nodes/{_seg(node)}/qemu/{vmid}/agent/exec-status"
+        return parse_agent_exec_status(await self.get(path, {"pid": pid}))
+
+    async def termproxy(self, node: str) -> TermproxyTicket:
+        """POST termproxy for a node shell. Always with the password ticket, even where other
+        calls use a token: only a root@pam ticket gets a root shell, and the websocket must
+        present the same cookie. Once more with a fresh ticket after a 401."""
+        path = f"/nodes/{_seg(node)}/termproxy"
+        if self._cfg.username is None or self._cfg.password is None:
+            raise PveError("a node shell needs a password ticket (username and password)")
+        for attempt in (1, 2):
+            ticket = await self._valid_ticket()
+            headers = {
+                "Cookie": f"PVEAuthCookie={ticket.ticket}",
+                "CSRFPreventionToken": ticket.csrf,
+            }
+            try:
+                body = await self._send("POST", path, headers, data={})
+            except PveAuthError:
+                if attempt == 2:
+                    raise
+                self.invalidate_ticket()
+                continue
+            return parse_termproxy(_decode_data(body, path), ticket.ticket, path)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def websocket_url(self, node: str, port: str, vncticket: str) -> str:
+        """The node's vncwebsocket for a termproxy ticket."""
+        return (
+            f"{self._base}/nodes/{_seg(node)}/vncwebsocket"
+            f"?port={quote(port, safe='')}&vncticket={quote(vncticket, safe='')}"
+        )
 
     async def guest_action(
         self, kind: GuestType, node: str, vmid: int, action: str, **params: str | int
@@ -326,6 +410,12 @@ class PveClient:
                     await asyncio.wait_for(poke.wait(), min(delay, remaining))
                 poke.clear()
             delay = min(delay * 2, TASK_POLL_MAX_S)
+
+
+def _query(params: Params | None) -> list[tuple[str, ParamValue]] | None:
+    if not params:
+        return None
+    return list(params.items()) if isinstance(params, Mapping) else list(params)
 
 
 def _seg(value: str) -> str:

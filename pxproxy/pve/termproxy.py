@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
 
 import aiohttp
 
 from ..config.models import ClusterConfig
 from .client import PveClient
 from .errors import (
-    PveAuthError,
     PveConnectionError,
     PveError,
     PveProtocolError,
@@ -290,16 +286,11 @@ def _marker_prefix_len(buf: bytes, marker: bytes) -> int:
 # ------------------------------------------------------------------------------ the session
 
 
-@dataclass(frozen=True, slots=True)
-class _Opened:
-    user: str
-    ticket: str
-    port: str
-
-
 class TermproxyConnector:
-    """Opens node shells of one cluster: POST termproxy with a root@pam ticket, then the
-    vncwebsocket on the same host with the same cookie and TLS setting as the PveClient."""
+    """Opens node shells of one cluster: the client's termproxy POST (root@pam ticket), then
+    the vncwebsocket with the same cookie and TLS setting. The websockets get a session of
+    their own: a shell holds its connection for as long as it runs, which must not eat the
+    client's bounded pool of API connections."""
 
     def __init__(
         self,
@@ -347,22 +338,21 @@ class TermproxyConnector:
         `on_start` is awaited once the command has started (its start marker was seen)."""
         if not self.available:
             raise ShellUnavailableError()
-        ticket, opened = await self._open(node)
-        url = (
-            f"{self._cfg.url}/api2/json/nodes/{quote(node, safe='')}/vncwebsocket"
-            f"?port={quote(opened.port, safe='')}&vncticket={quote(opened.ticket, safe='')}"
-        )
+        opened = await self._client.termproxy(node)
+        url = self._client.websocket_url(node, opened.port, opened.ticket)
         try:
             ws = await self._http().ws_connect(
                 url,
-                headers={"Cookie": f"PVEAuthCookie={ticket}"},
+                headers={"Cookie": f"PVEAuthCookie={opened.cookie}"},
                 protocols=("binary",),
                 max_msg_size=MAX_FRAME + 1024,
                 timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=CLOSE_TIMEOUT_S),
                 autoping=True,
             )
         except aiohttp.WSServerHandshakeError as exc:
-            raise error_for_status(exc.status, exc.message or "websocket refused", url) from None
+            # The URL carries the vncticket: name the endpoint, not the URL.
+            where = f"nodes/{node}/vncwebsocket"
+            raise error_for_status(exc.status, exc.message or "websocket refused", where) from None
         except aiohttp.ServerFingerprintMismatch:
             raise PveTlsError("certificate fingerprint mismatch", path="vncwebsocket") from None
         except (aiohttp.ClientError, OSError) as exc:
@@ -398,54 +388,6 @@ class TermproxyConnector:
                 with contextlib.suppress(asyncio.CancelledError):
                     await keepalive
             await _close_ws(ws)
-
-    async def _open(self, node: str) -> tuple[str, _Opened]:
-        """POST termproxy with the password ticket; once more with a fresh one after a 401."""
-        for attempt in (1, 2):
-            _, ticket, csrf = await self._client.shell_credentials()
-            try:
-                data = await self._post(
-                    f"/nodes/{quote(node, safe='')}/termproxy",
-                    {"Cookie": f"PVEAuthCookie={ticket}", "CSRFPreventionToken": csrf},
-                )
-            except PveAuthError:
-                if attempt == 2:
-                    raise
-                self._client.invalidate_ticket()
-                continue
-            if not isinstance(data, dict) or not {"user", "ticket", "port"} <= data.keys():
-                raise PveProtocolError("termproxy answer lacks user/ticket/port", path="termproxy")
-            # PVE sends the port as a string, some versions as a number: accept both.
-            return ticket, _Opened(str(data["user"]), str(data["ticket"]), str(data["port"]))
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _post(self, path: str, headers: dict[str, str]) -> Any:
-        url = self._cfg.url + "/api2/json" + path
-        try:
-            async with self._http().post(url, headers=headers, data={}) as resp:
-                body = await resp.read()
-                status, reason = resp.status, resp.reason or ""
-        except aiohttp.ServerFingerprintMismatch:
-            raise PveTlsError("certificate fingerprint mismatch", path=path) from None
-        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as exc:
-            raise PveTlsError(f"TLS failure: {exc}", path=path) from None
-        except TimeoutError:
-            raise PveTimeoutError(f"no answer within {self._cfg.timeout:g}s", path=path) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise PveConnectionError(f"cannot reach {self._cfg.url}: {exc}", path=path) from None
-        try:
-            payload = json.loads(body) if body else None
-        except (ValueError, UnicodeDecodeError):
-            payload = None
-        if status != 200:
-            message = reason
-            if isinstance(payload, dict) and isinstance(payload.get("message"), str):
-                message = payload["message"].strip() or reason
-            errors = payload.get("errors") if isinstance(payload, dict) else None
-            raise error_for_status(status, message or f"HTTP {status}", path, errors)
-        if not isinstance(payload, dict):
-            raise PveProtocolError("answer is not a JSON object", status=200, path=path)
-        return payload.get("data")
 
     @staticmethod
     async def _expect_ok(ws: aiohttp.ClientWebSocketResponse) -> bytes:

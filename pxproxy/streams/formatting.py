@@ -1,7 +1,7 @@
 """How guest and node statistics look on the wire: IEC units, the one-line text format, NDJSON.
 
-Pure functions over plain values, so they are tested without sockets. PVE 7 sends some numbers
-as strings (`loadavg`, `mhz`, sometimes counters): every field goes through `_num`.
+Pure functions over plain values, so they are tested without sockets. The Proxmox answers come
+typed from pve/models.py, which already coerced PVE 7's numeric strings.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from ..pve.models import GuestStatus, NodeStatus
 
 __all__ = [
     "GuestSample",
@@ -22,6 +24,7 @@ __all__ = [
     "guest_line",
     "iec",
     "node_json",
+    "node_line",
     "parse_guest",
     "parse_node",
     "rates",
@@ -48,25 +51,6 @@ def iec(value: float) -> str:
         unit += 1
     text = f"{value:.1f}".removesuffix(".0")
     return text + _UNITS[unit]
-
-
-def _num(value: object, default: float = 0.0) -> float:
-    """A number from PVE: int, float, or a numeric string (PVE 7); anything else is `default`."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else default
-    if isinstance(value, str):
-        try:
-            number = float(value.strip())
-        except ValueError:
-            return default
-        return number if math.isfinite(number) else default
-    return default
-
-
-def _int(value: object) -> int:
-    return int(_num(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,26 +80,21 @@ class GuestSample:
         return self.mem / self.maxmem * 100 if self.maxmem > 0 else 0.0
 
 
-def parse_guest(data: Mapping[str, Any], time: float) -> GuestSample:
-    status = str(data.get("status") or "unknown")
-    qmp = data.get("qmpstatus")
-    # A paused VM says status "running"; qmpstatus has the real state.
-    if status == "running" and isinstance(qmp, str) and qmp and qmp != "running":
-        status = qmp
+def parse_guest(status: GuestStatus, time: float) -> GuestSample:
     return GuestSample(
         time=time,
-        vmid=_int(data.get("vmid")),
-        name=str(data.get("name") or ""),
-        status=status,
-        cpu=_num(data.get("cpu")),
-        cpus=_num(data.get("cpus", data.get("maxcpu"))),
-        mem=_int(data.get("mem")),
-        maxmem=_int(data.get("maxmem")),
-        netin=_int(data.get("netin")),
-        netout=_int(data.get("netout")),
-        diskread=_int(data.get("diskread")),
-        diskwrite=_int(data.get("diskwrite")),
-        uptime=_int(data.get("uptime")),
+        vmid=status.vmid,
+        name=status.name,
+        status=status.state,
+        cpu=status.cpu,
+        cpus=status.cpus,
+        mem=status.mem,
+        maxmem=status.maxmem,
+        netin=status.netin,
+        netout=status.netout,
+        diskread=status.diskread,
+        diskwrite=status.diskwrite,
+        uptime=status.uptime,
     )
 
 
@@ -191,7 +170,7 @@ def guest_json(s: GuestSample, r: Rates, ref: str = "") -> str:
 
 @dataclass(frozen=True, slots=True)
 class NodeSample:
-    """One `/nodes/{node}/status` answer, normalised."""
+    """One node status answer (pve.models.NodeStatus), normalised. `time` is epoch seconds."""
 
     time: float
     node: str
@@ -205,32 +184,24 @@ class NodeSample:
     uptime: int
     pveversion: str
     kversion: str
+    cpu_model: str = ""  # cpuinfo.model: "Intel(R) Core(TM) i7-6700 CPU @ 3.40GHz"
 
 
-def _sizes(value: object, keys: tuple[str, ...]) -> dict[str, int]:
-    source = value if isinstance(value, Mapping) else {}
-    # `available` only exists on PVE >= 9.0: omit it rather than invent a zero.
-    return {k: _int(source[k]) for k in keys if k in source}
-
-
-def parse_node(node: str, data: Mapping[str, Any], time: float) -> NodeSample:
-    raw_load = data.get("loadavg")
-    load = tuple(_num(x) for x in raw_load) if isinstance(raw_load, list | tuple) else ()
-    cpuinfo = data.get("cpuinfo")
-    cpus = _int(cpuinfo.get("cpus")) if isinstance(cpuinfo, Mapping) else 0
+def parse_node(node: str, status: NodeStatus, time: float) -> NodeSample:
     return NodeSample(
         time=time,
         node=node,
-        cpu=_num(data.get("cpu")),
-        cpus=cpus,
-        wait=_num(data.get("wait")),
-        memory=_sizes(data.get("memory"), ("total", "used", "free", "available")),
-        swap=_sizes(data.get("swap"), ("total", "used", "free")),
-        rootfs=_sizes(data.get("rootfs"), ("total", "used", "free", "avail")),
-        loadavg=load,
-        uptime=_int(data.get("uptime")),
-        pveversion=str(data.get("pveversion") or ""),
-        kversion=str(data.get("kversion") or ""),
+        cpu=status.cpu,
+        cpus=status.cpus,
+        wait=status.wait,
+        memory=dict(status.memory),
+        swap=dict(status.swap),
+        rootfs=dict(status.rootfs),
+        loadavg=status.loadavg,
+        uptime=status.uptime,
+        pveversion=status.pveversion,
+        kversion=status.kversion,
+        cpu_model=status.cpu_model,
     )
 
 
@@ -255,8 +226,30 @@ def node_json(s: NodeSample) -> str:
         "uptime": s.uptime,
         "pveversion": s.pveversion,
         "kversion": s.kversion,
+        "cpu_model": s.cpu_model,
     }
     return _dumps(data)
+
+
+NODE_TEXT_HEADER = "STATUS|CPU%|MEM USAGE/LIMIT|MEM%|ROOTFS USED/SIZE|LOAD 1 5 15|CPUS x MODEL"
+
+
+def node_line(s: NodeSample) -> str:
+    """`online|3.2%|2.5GiB/16GiB|15.63%|13GiB/100GiB|0.32 0.29 0.26|8 x Intel(R) Core(TM) ...`:
+    the guest line's shape, rootfs and load in place of the I/O counters, and the CPU model on
+    every line so a single sample (`?stream=0`, one SSE event) is complete on its own. A
+    sample is an answer from the node, hence `online`."""
+    total = s.memory.get("total", 0)
+    used = s.memory.get("used", 0)
+    mem_percent = used / total * 100 if total > 0 else 0.0
+    load = " ".join(f"{x:.2f}" for x in s.loadavg) or "-"
+    # No `|` inside a field; PVE pads some model strings with runs of spaces.
+    model = " ".join(s.cpu_model.replace("|", "/").split()) or "unknown CPU"
+    return (
+        f"online|{max(0.0, s.cpu * 100):.1f}%|{iec(used)}/{iec(total)}|{mem_percent:.2f}%|"
+        f"{iec(s.rootfs.get('used', 0))}/{iec(s.rootfs.get('total', 0))}|{load}|"
+        f"{s.cpus} x {model}"
+    )
 
 
 def error_line(message: str) -> str:

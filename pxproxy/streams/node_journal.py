@@ -1,7 +1,7 @@
-"""A node's journal over the Proxmox API (`GET /nodes/{node}/journal`, works with API tokens).
+"""A node's journal over the Proxmox API (PveClient.node_journal, works with API tokens).
 
-The API answers `[start cursor, line, ..., end cursor]`. Following means asking again with
-`startcursor=<last end cursor>`; when nothing is new both cursors repeat where we are.
+Following means asking again from the last page's end cursor; when nothing is new both cursors
+repeat where we are.
 `service` filters natively on PVE 9; older versions reject the parameter (400), and then the
 lines are filtered here by their syslog identifier.
 """
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from urllib.parse import quote, urlencode
 
 from ..pve.client import PveClient
-from ..pve.errors import PveParameterError, PveProtocolError
+from ..pve.errors import PveParameterError
 
 __all__ = [
     "LIMIT_DEFAULT",
@@ -81,31 +80,27 @@ class JournalReader:
     def cursor(self) -> str | None:
         return self._cursor
 
-    def _path(self, native_services: bool) -> str:
-        path = f"/nodes/{quote(self._node, safe='')}/journal"
-        if native_services and self._services:
-            # PveClient params are a flat mapping; a repeated key goes into the path's query
-            # (aiohttp extends it with the params). Names are validated to a safe charset.
-            path += "?" + urlencode([("service", s) for s in self._services])
-        return path
-
-    async def _fetch(self, params: dict[str, str | int]) -> list[str]:
+    async def _fetch(
+        self, *, lastentries: int | None = None, startcursor: str | None = None
+    ) -> list[str]:
         native = self._native and bool(self._services)
         self.calls += 1
         try:
-            data = await self._client.get(self._path(native), params)
+            page = await self._client.node_journal(
+                self._node,
+                lastentries=lastentries,
+                startcursor=startcursor,
+                services=self._services if native else (),
+            )
         except PveParameterError as exc:
             if not native or "service" not in exc.errors:
                 raise
             # PVE before 9 has no `service`: filter here from now on, over a wider window.
             self._native = False
-            if "lastentries" in params:
-                params = {**params, "lastentries": FALLBACK_FETCH}
-            return await self._fetch(params)
-        if not isinstance(data, list) or len(data) < 2:
-            raise PveProtocolError("journal answer is not [cursor, ..., cursor]", path="journal")
-        self._cursor = str(data[-1])
-        lines = [str(x).replace("\r", "").replace("\n", " ") for x in data[1:-1]]
+            wider = FALLBACK_FETCH if lastentries is not None else None
+            return await self._fetch(lastentries=wider, startcursor=startcursor)
+        self._cursor = page.end_cursor
+        lines = list(page.lines)
         if self._services and not self._native:
             lines = [x for x in lines if _ident_matches(x, self._services)]
         return lines
@@ -115,11 +110,11 @@ class JournalReader:
         if not 1 <= limit <= LIMIT_MAX:
             raise ValueError(f"limit must be in 1..{LIMIT_MAX}")
         want = limit if self._native or not self._services else FALLBACK_FETCH
-        lines = await self._fetch({"lastentries": want})
+        lines = await self._fetch(lastentries=want)
         return lines[-limit:]
 
     async def poll(self) -> list[str]:
         """Lines written since the last call (backlog() first)."""
         if self._cursor is None:
             raise RuntimeError("call backlog() before poll()")
-        return await self._fetch({"startcursor": self._cursor})
+        return await self._fetch(startcursor=self._cursor)

@@ -7,8 +7,6 @@ import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import quote
 
 from ..config.models import ClusterConfig
 from ..pve.client import PveClient
@@ -104,17 +102,12 @@ class ShellRunner:
         """argv through the QEMU guest agent: `agent/exec`, then poll `agent/exec-status`.
         The agent returns the output once the command has exited (no streaming)."""
         client = self.client(cluster)
-        base = f"/nodes/{quote(node, safe='')}/qemu/{vmid}/agent"
         started = time.monotonic()
-        # A list value becomes repeated `command=` form fields: PVE's array encoding.
-        data = await client.post(f"{base}/exec", {"command": list(argv)})
-        pid = data.get("pid") if isinstance(data, dict) else None
-        if not isinstance(pid, int):
-            raise PveProtocolError(f"agent/exec answered {data!r}, not a pid", path=base)
+        pid = await client.agent_exec(node, vmid, argv)
         delay = AGENT_POLL_START_S
         while True:
-            status: Any = await client.get(f"{base}/exec-status", {"pid": pid})
-            if isinstance(status, dict) and status.get("exited"):
+            status = await client.agent_exec_status(node, vmid, pid)
+            if status.exited:
                 break
             left = timeout_s - (time.monotonic() - started)
             if left <= 0:
@@ -122,16 +115,14 @@ class ShellRunner:
                 raise ShellTimeoutError(
                     f"the command did not finish within {timeout_s:g}s "
                     "(the guest agent cannot interrupt it; it may still be running)",
-                    path=base,
+                    path=f"qemu/{vmid}/agent/exec-status",
                 )
             await asyncio.sleep(min(delay, left))
             delay = min(delay * 2, AGENT_POLL_MAX_S)
-        for key in ("out-data", "err-data"):
-            text = status.get(key)
-            if isinstance(text, str) and text:
+        for text in (status.out_data, status.err_data):
+            if text:
                 await sink(text.encode("utf-8", "replace"))
-        code = status.get("exitcode")
-        return int(code) if isinstance(code, int) else (1 if status.get("signal") else 0)
+        return status.exit_status
 
 
 def runner_for(

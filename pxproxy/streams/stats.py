@@ -19,16 +19,10 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import quote
 
+from ..error_table import problem_for
 from ..pve.client import GuestType, PveClient
-from ..pve.errors import (
-    PveConnectionError,
-    PveError,
-    PveNodeUnreachableError,
-    PveNotFoundError,
-    PvePermissionError,
-)
+from ..pve.errors import PveError
 from .formatting import NO_RATES, GuestSample, NodeSample, Rates, parse_guest, parse_node, rates
 
 __all__ = ["FeedKey", "StatsError", "StatsEvent", "StatsHub", "StatsSample", "Watch"]
@@ -63,21 +57,17 @@ class StatsError:
     time: float
     message: str
     status: int
+    title: str = "Bad Gateway"
 
 
 StatsEvent = StatsSample | StatsError
 
 
-def error_event(exc: PveError, now: float) -> StatsError:
-    if isinstance(exc, PveNodeUnreachableError):
-        return StatsError(now, f"node unreachable: {exc.message}", 503)
-    if isinstance(exc, PveNotFoundError):
-        return StatsError(now, f"not found: {exc.message}", 404)
-    if isinstance(exc, PvePermissionError):
-        return StatsError(now, f"Proxmox refused: {exc.message}", 502)
-    if isinstance(exc, PveConnectionError):
-        return StatsError(now, str(exc), 503)
-    return StatsError(now, str(exc), 502)
+def error_event(exc: PveError, now: float, key: FeedKey) -> StatsError:
+    """A failed poll, with the status and wording of the one error table."""
+    guest = f"{key.guest_type}/{key.vmid}" if key.kind == "guest" else None
+    problem = problem_for(exc, cluster=key.cluster, node=key.node, guest=guest)
+    return StatsError(now, problem.detail, problem.status, problem.title)
 
 
 class HubClosedError(Exception):
@@ -230,10 +220,8 @@ class StatsHub:
         if key.kind == "node":
 
             async def fetch_node() -> StatsEvent:
-                data = await client.get(f"/nodes/{_seg(key.node)}/status")
-                if not isinstance(data, Mapping):
-                    data = {}
-                return StatsSample(parse_node(key.node, data, clock()))
+                status = await client.node_status(key.node)
+                return StatsSample(parse_node(key.node, status, clock()))
 
             return fetch_node
         assert key.guest_type is not None
@@ -259,13 +247,17 @@ class StatsHub:
             try:
                 event = await fetch()
             except PveError as exc:
-                feed.publish(error_event(exc, self._clock()))
+                feed.publish(error_event(exc, self._clock(), feed.key))
                 # Back off while it fails: a node that is down is not asked every second.
                 delay = min(delay * 2, self._backoff_max)
                 next_at = loop.time() + delay
             except Exception as exc:  # a bug must not kill the feed silently
                 log.exception("stats poll of %s failed", feed.key)
-                feed.publish(StatsError(self._clock(), f"internal error: {exc}", 500))
+                feed.publish(
+                    StatsError(
+                        self._clock(), f"internal error: {exc}", 500, "Internal Server Error"
+                    )
+                )
                 delay = min(delay * 2, self._backoff_max)
                 next_at = loop.time() + delay
             else:
@@ -275,7 +267,3 @@ class StatsHub:
                 # after a stall, start counting again from now rather than bursting.
                 next_at = max(next_at + self._interval, loop.time())
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-
-
-def _seg(value: str) -> str:
-    return quote(value, safe="")

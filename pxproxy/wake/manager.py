@@ -6,13 +6,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from ..config.models import IdleConfig, RouteConfig
 from ..inventory.snapshot import Snapshot
+from ..startup_summary import route_name
+from ..state.store import SavedState
 from .contract import AlwaysReady, Gate, WakeState
 from .power import PowerControl
 from .readiness import Probe, probe_for
+from .restore import GuestStatusApi, restore_wakers, routes_of, wake_records
 from .stats import WakeObserver, WakeStats
 from .waker import PROBE_INTERVAL_S, SYNC_GRACE_S, SnapshotSource, Waker, resolve_guest
 
@@ -59,6 +62,8 @@ class WakeManager:
         self._task: asyncio.Task[None] | None = None
         self._by_key: dict[str, Waker] = {}
         self._gates: list[Gate] = []
+        self._route_keys: dict[Waker, list[str]] = {}
+        self._carry: SavedState | None = None
 
         def make(ref: str, idle: IdleConfig | None, route: RouteConfig | None) -> Waker:
             return Waker(
@@ -83,6 +88,7 @@ class WakeManager:
             waker = self._by_key.get(key)
             if waker is None:
                 waker = self._by_key[key] = make(route.guest, route.idle, route)
+            waker.routes.append(route_name(route))
             self._gates.append(waker)
         for waker in list(self._by_key.values()):
             for ref in waker.idle.depends_on if waker.idle else ():
@@ -127,6 +133,21 @@ class WakeManager:
         """(route index, state) for every route, for `/api/v1/routes`."""
         return [(i, gate.state) for i, gate in enumerate(self._gates)]
 
+    def note_power_action(self, guest_ref: str, action: str) -> None:
+        """The power API ran `action` on the guest `guest_ref` (cluster:vmid): its waker
+        takes what the inventory shows next as pxproxy's doing, not a change made outside."""
+        snapshot = self._inventory.snapshot
+        for waker in self._by_key.values():
+            found = resolve_guest(snapshot, waker.ref)
+            if not isinstance(found, str) and found.ref == guest_ref:
+                waker.note_power_action(action)
+
+    def records(self) -> SavedState:
+        """What of idle-watch survives a restart, now (`state.writer.StateSource`)."""
+        if self._carry is not None and all(w.persisted() for w in self._by_key.values()):
+            self._carry = None  # every guest found: the loaded records are all taken over
+        return wake_records(self._by_key.values(), self._route_keys, self._carry)
+
     @property
     def wakers(self) -> list[Waker]:
         """Every waker, dependencies included."""
@@ -142,9 +163,22 @@ class WakeManager:
         for waker in self._by_key.values():
             waker.check_idle()
 
-    async def start(self) -> None:
+    async def start(
+        self,
+        saved: SavedState | None = None,
+        *,
+        status: Mapping[str, GuestStatusApi] | None = None,
+    ) -> None:
+        """`saved`: what the last run left (pxproxy/state/); `status`: a client per cluster
+        to ask status/current of running VMs on suspend routes (paused or not)."""
         if self._task is not None:
             raise RuntimeError("WakeManager already started")
+        self._route_keys = routes_of(self._routes, self._gates)
+        if saved is not None:
+            self._carry = saved
+            snapshot = self._inventory.snapshot
+            wakers = self._by_key.values()
+            await restore_wakers(wakers, self._route_keys, snapshot, saved, status or {})
         self.tick()
         self._task = asyncio.create_task(self._run(), name="idle-watch")
 

@@ -18,6 +18,7 @@ from ..config.models import IdleConfig
 from ..inventory.model import Guest
 from ..inventory.snapshot import Snapshot
 from ..pve.errors import PveError
+from ..state.store import Circuit, SavedState, Sleep, guest_key
 from .contract import WakeError, WakeProgress, WakeState, WakeTimeout
 from .power import PowerControl, PowerError, PowerOutcomeUnknown, guest_label, power_error
 from .readiness import Probe
@@ -36,6 +37,10 @@ MISSING_RETRY_S = 5.0
 OUTCOME_UNKNOWN = "Proxmox stopped answering during the wake; the next poll tells whether it worked"
 # What waiters hear when the wake was cancelled under them (the daemon is stopping).
 ABANDONED = "the wake was abandoned: pxproxy is stopping"
+# A wake past wake_timeout whose start was sent goes on in Proxmox: it is watched this long
+# (the power task's own bound), probing this many times less often than a wake does.
+LATE_WATCH_S = 300.0
+LATE_PROBE_FACTOR = 20
 
 # How we put the guest to sleep, which decides how to wake it: resume or start.
 Slept = Literal["stopped", "paused", "suspended", "hibernated"]
@@ -104,6 +109,7 @@ class Waker:
         observer: WakeObserver | None = None,
         probe_interval_s: float = PROBE_INTERVAL_S,
         sync_grace_s: float = SYNC_GRACE_S,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.ref = ref
         self.idle = idle
@@ -136,6 +142,21 @@ class Waker:
         self._unsettled: tuple[Guest, ...] | None = None
         self._holds = 0
         self._last_activity = clock()
+        # What survives a restart (pxproxy/state/), in wall-clock time, under the guest's key.
+        self._wall = wall
+        self._key: str | None = None
+        self._slept_at = 0.0
+        self._circuit_until_wall = 0.0
+        self._saved: SavedState | None = None  # applied once the guest is first found
+        self._saved_paused: bool | None = None
+        self._saved_activity: float | None = None
+        # Names of the routes through this guest, for the log's `route` field (the manager's).
+        self.routes: list[str] = []
+        self._power_sent = False  # the running wake has sent its start or resume
+        self._late_task: asyncio.Task[None] | None = None
+        # A power action of the API (what the inventory should show, until when): the change
+        # is pxproxy's own, not one made outside.
+        self._noted: tuple[Literal["running", "stopped"], float] | None = None
 
     # ------------------------------------------------------------------ Gate
 
@@ -213,6 +234,8 @@ class Waker:
         if not snapshot.clusters:
             return  # no poll has finished yet: nothing is known
         found = resolve_guest(snapshot, self.ref)
+        if not isinstance(found, str):
+            self._found(found)
         if self._busy():
             return  # our own task decides the state; it reads the snapshot itself
         if isinstance(found, str):
@@ -243,12 +266,103 @@ class Waker:
         if now - self._last_activity >= self.idle.timeout:
             self._begin_stop()
 
+    def note_power_action(self, action: str) -> None:
+        """The power API ran `action` on this guest: the change the inventory shows next is
+        pxproxy's own, and it is believed at once (our record of how the guest slept is void)."""
+        shows: Literal["running", "stopped"] = (
+            "running" if action in ("start", "resume", "reboot") else "stopped"
+        )
+        self._noted = (shows, self._clock() + self._sync_grace_s)
+        self._expected = None
+        self._sync_deadline = float("-inf")
+        if action in ("start", "resume", "stop", "shutdown"):
+            self._slept = None
+
+    # ------------------------------------------------------------ across restarts
+
+    def restore(
+        self, saved: SavedState, *, paused: bool | None = None, activity_at: float | None = None
+    ) -> None:
+        """Before the first snapshot is followed: what the last run left (how we put the guest
+        to sleep, an open circuit, the last activity), applied when the guest is found.
+        `paused`: what status/current said of a running VM (None: not asked)."""
+        self._saved, self._saved_paused, self._saved_activity = saved, paused, activity_at
+
+    def persisted(self) -> tuple[str, Sleep | None, Circuit | None] | None:
+        """(guest key, how it sleeps, open circuit) to save; None before the guest was found."""
+        if self._key is None:
+            return None
+        sleep = Sleep(self._slept, self._slept_at) if self._slept is not None else None
+        circuit = None
+        # An unsettled failure (outcome unknown) is closed by the next poll: not worth keeping.
+        if (
+            self._failure is not None
+            and self._unsettled is None
+            and self._circuit_until > self._clock()
+        ):
+            failure = self._failure
+            circuit = Circuit(failure.message, failure.timeout, self._circuit_until_wall)
+        return self._key, sleep, circuit
+
+    def last_activity_at(self) -> float:
+        """The last activity in wall-clock time."""
+        return self._wall() - (self._clock() - self._last_activity)
+
+    def _found(self, guest: Guest) -> None:
+        self._key = guest_key(guest.cluster, guest.id)
+        if self._saved is not None:
+            self._apply_saved(guest, self._saved)
+
+    def _apply_saved(self, guest: Guest, saved: SavedState) -> None:
+        assert self._key is not None
+        self._saved = None
+        now = self._wall()
+        sleep = saved.sleeps.get(self._key)
+        slept = sleep.how if sleep is not None else None
+        running = guest.status == "running"
+        if self._saved_paused is not None and guest.type == "qemu" and running:
+            # status/current tells what /cluster/resources cannot: paused or running.
+            slept = "paused" if self._saved_paused else None
+        elif running and slept != "paused":
+            slept = None  # started while pxproxy was away
+        self._slept = slept
+        self._slept_at = sleep.at if sleep is not None and sleep.how == slept else now
+        if not running or slept is not None:
+            self._saved_activity = None  # its idle clock starts when it is next awake
+        circuit = saved.circuits.get(self._key)
+        if circuit is not None and circuit.until > now:
+            self._failure = _Failure(circuit.timeout, circuit.message)
+            self._circuit_until = self._clock() + (circuit.until - now)
+            self._circuit_until_wall = circuit.until
+            self._set(WakeState.FAILED, circuit.message, error=circuit.message)
+            log.info(
+                "idle-watch: %s restored: circuit open for %.0fs more: %s",
+                self.ref,
+                circuit.until - now,
+                circuit.message,
+            )
+        elif slept is not None:
+            self._set(WakeState.ASLEEP, slept)
+            log.info("idle-watch: %s restored: asleep (%s)", self.ref, slept)
+
+    def _idle_since(self, guest: Guest) -> float:
+        """When the idle clock of a guest found running starts: now, or after a restart the
+        last saved activity (never before the guest's own start)."""
+        now = self._clock()
+        saved, self._saved_activity = self._saved_activity, None
+        if saved is None:
+            return now
+        wall = self._wall()
+        idle_s = wall - max(saved, wall - guest.uptime)
+        return now - max(0.0, idle_s)
+
     async def close(self) -> None:
         """Cancel and await what this waker runs; release its probe."""
-        for task in (self._wake_task, self._stop_task):
+        tasks = (self._wake_task, self._stop_task, self._late_task)
+        for task in tasks:
             if task is not None and not task.done():
                 task.cancel()
-        for task in (self._wake_task, self._stop_task):
+        for task in tasks:
             if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -256,6 +370,10 @@ class Waker:
             await self._probe.close()
 
     # ------------------------------------------------------------------ internals
+
+    def _fields(self, **more: object) -> dict[str, object]:
+        """The structured fields of a log line about this guest (`extra=`)."""
+        return {"guest": self.ref, "route": ",".join(self.routes) or None, **more}
 
     def _busy(self) -> bool:
         return any(t is not None and not t.done() for t in (self._wake_task, self._stop_task))
@@ -292,6 +410,7 @@ class Waker:
         else:
             step = "waiting for the guest to stop" if stopping else "starting"
             self._stats.wake_started(self.ref)
+            log.info("idle-watch: waking %s", self.ref, extra=self._fields())
         self._set(WakeState.WAKING, step)
         self._wake_task = asyncio.create_task(self._wake(settling), name=f"wake:{self.ref}")
         return self._wake_task
@@ -299,6 +418,7 @@ class Waker:
     async def _wake(self, settling: bool) -> _Failure | None:
         started = self._clock()
         unknown = False
+        self._power_sent = False
         try:
             async with asyncio.timeout(self._settings.wake_timeout):
                 await self._wake_steps()
@@ -328,16 +448,33 @@ class Waker:
             self._unsettled = None
             self._last_activity = self._clock()
             self._set(WakeState.READY, "ready")
+            seconds = self._clock() - started
+            log.info(
+                "idle-watch: %s ready after %.2fs",
+                self.ref,
+                seconds,
+                extra=self._fields(duration_s=round(seconds, 3)),
+            )
             if settling:
                 self._stats.wake_settled(self.ref)
             else:
                 self._finished(started, ok=True)
             return None
-        log.warning("idle-watch: waking %s failed: %s", self.ref, failure.message)
+        seconds = self._clock() - started
+        log.warning(
+            "idle-watch: waking %s failed after %.2fs: %s",
+            self.ref,
+            seconds,
+            failure.message,
+            extra=self._fields(duration_s=round(seconds, 3), error=failure.message),
+        )
         self._failure = failure
+        if failure.timeout and self._power_sent:
+            self._watch_late(started, failure)
         # Open the circuit even when the outcome is unknown: Proxmox is likely down, and a
         # request storm must not become a start storm. The next poll closes it (`_settle`).
         self._circuit_until = self._clock() + self._settings.retry_after
+        self._circuit_until_wall = self._wall() + self._settings.retry_after
         if unknown:
             self._unsettle()
         else:
@@ -381,6 +518,53 @@ class Waker:
         log.info("idle-watch: %s is %s; the next request wakes it", self.ref, guest.status)
         self._set(WakeState.ASLEEP, "asleep")
 
+    def _watch_late(self, started: float, failure: _Failure) -> None:
+        self._late_task = asyncio.create_task(
+            self._late_ready(started, failure, asyncio.current_task()), name=f"late:{self.ref}"
+        )
+
+    async def _late_ready(
+        self, started: float, failure: _Failure, wake: asyncio.Task[object] | None
+    ) -> None:
+        """A wake past wake_timeout: its start goes on in Proxmox. When the guest serves, it
+        is our own start that finished late: ready, not "started outside pxproxy". A new
+        wake (the circuit closed) or another outcome ends the watch."""
+
+        def ours() -> bool:
+            return self._failure is failure and self._wake_task is wake and not self._busy()
+
+        interval = self._probe_interval_s * LATE_PROBE_FACTOR
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(LATE_WATCH_S):
+                while ours():
+                    if await self._serving():
+                        break
+                    await asyncio.sleep(interval)
+        if not ours() or self.state is not WakeState.FAILED:
+            return
+        self._failure = None
+        self._circuit_until = float("-inf")
+        self._slept = None
+        self._expect("running")
+        self._last_activity = self._clock()
+        seconds = self._clock() - started
+        log.info(
+            "idle-watch: %s ready after %.2fs, past its wake_timeout of %gs",
+            self.ref,
+            seconds,
+            self._settings.wake_timeout,
+            extra=self._fields(duration_s=round(seconds, 3), late=True),
+        )
+        self._set(WakeState.READY, "ready")
+
+    async def _serving(self) -> bool:
+        found = resolve_guest(self._inventory.snapshot, self.ref)
+        if isinstance(found, str) or found.status != "running" or not found.ips:
+            return False
+        if self._probe is None or self._port is None:
+            return True
+        return await self._probe.check(found.ips[0], self._port)
+
     def _finished(self, started: float, *, ok: bool) -> None:
         seconds = self._clock() - started
         self._stats.wake_finished(self.ref, seconds, ok)
@@ -404,6 +588,7 @@ class Waker:
         action = self._wake_action(guest)
         if action is not None:
             self._set(WakeState.WAKING, "starting")
+            self._power_sent = True
             await self._power_on(guest, action)
         self._slept = None
         self._expect("running")
@@ -505,14 +690,28 @@ class Waker:
             slept = await self._power_off(guest)
         except Exception as exc:  # PowerError, WakeError, or a bug: the guest stays up
             message = exc.message if isinstance(exc, PowerError | WakeError) else repr(exc)
-            log.warning("idle-watch: %s of %s failed: %s", method, self.ref, message)
+            log.warning(
+                "idle-watch: %s of %s failed: %s",
+                method,
+                self.ref,
+                message,
+                extra=self._fields(method=method, error=message),
+            )
             self._stats.idle_stop_failed(self.ref)
             self._last_activity = self._clock()  # try again after another idle period
             if not self._wake_pending():
                 self._set(WakeState.READY, "ready")
             return
-        log.info("idle-watch: %s idle for %gs, %s", self.ref, self.idle.timeout, slept)
+        log.info(
+            "idle-watch: %s idle for %gs: %s, now %s",
+            self.ref,
+            self.idle.timeout,
+            method,
+            slept,
+            extra=self._fields(method=method, idle_s=self.idle.timeout, slept=slept),
+        )
         self._slept = slept
+        self._slept_at = self._wall()
         self._expect("running" if slept == "paused" else "stopped")
         self._stats.idle_stopped(self.ref)
         if self._observer is not None:
@@ -565,12 +764,28 @@ class Waker:
         ):
             self._slept = None
             self._failure = None
-            self._last_activity = self._clock()  # its idle clock starts now
+            self._last_activity = self._idle_since(guest)  # now, or where a restart left it
             if state is not WakeState.READY:
-                log.info("idle-watch: %s is running (started outside pxproxy)", self.ref)
+                self._log_change("running", "started")
             self._set(WakeState.READY, "ready")
         elif not awake and (initial or state is WakeState.READY):
             if state is WakeState.READY:
-                log.info("idle-watch: %s is %s (stopped outside pxproxy)", self.ref, guest.status)
+                self._log_change("stopped", "stopped", guest.status)
                 self._slept = None
             self._set(WakeState.ASLEEP, "asleep")
+
+    def _log_change(
+        self, shows: Literal["running", "stopped"], verb: str, status: str = ""
+    ) -> None:
+        """A change the inventory showed: through pxproxy's power API, or made outside."""
+        noted, self._noted = self._noted, None
+        ours = noted is not None and noted[0] == shows and self._clock() < noted[1]
+        by = "through pxproxy's power API" if ours else "outside pxproxy"
+        log.info(
+            "idle-watch: %s is %s (%s %s)",
+            self.ref,
+            status or shows,
+            verb,
+            by,
+            extra=self._fields(status=status or shows, outside=not ours),
+        )

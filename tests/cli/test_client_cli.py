@@ -1,26 +1,28 @@
 """`pxproxy stats | journal | exec` run as processes against a fake API that follows the
-streaming contract of DESIGN.md: output, exit codes, the token sent, Ctrl-C."""
+streaming contract of DESIGN.md: output, exit codes, the token sent, Ctrl-C, refs resolved
+through /api/v1/guests before the node/vmid endpoint is called."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-ROOT = Path(__file__).resolve().parents[2]
+from .process import cli, environment, read_line, spawn
+
 TOKEN = "cli-test-token-0123"
 STATS_LINE = "running|31.1%|9.6GiB/20GiB|48.87%|4.7GiB/3.3GiB|25GiB/36GiB"
 PROBLEM = "application/problem+json"
+GUEST_101 = {"cluster": "home", "node": "pve1", "vmid": 101, "type": "lxc", "name": "wiki"}
+# The refs the fake resolves to guest 101; "web" is ambiguous, anything else is unknown.
+REFS_101 = ("101", "wiki", "pve1/101", "home:101")
 
 
 @dataclass
@@ -136,7 +138,42 @@ def build_app(api: FakeApi) -> web.Application:
         await resp.write_eof()
         return resp
 
+    async def guest(request: web.Request) -> web.Response:
+        ref = request.match_info["ref"]
+        if ref in REFS_101:
+            return web.json_response(GUEST_101)
+        if ref == "web":
+            body = {
+                "type": "about:blank",
+                "title": "Ambiguous",
+                "status": 409,
+                "detail": "2 guests match ref 'web'; use cluster:vmid or node/vmid",
+                "candidates": [
+                    {
+                        "ref": "home:103",
+                        "node": "pve1",
+                        "vmid": 103,
+                        "name": "web",
+                        "status": "running",
+                    },
+                    {
+                        "ref": "home:104",
+                        "node": "pve2",
+                        "vmid": 104,
+                        "name": "web",
+                        "status": "stopped",
+                    },
+                ],
+            }
+            return web.Response(status=409, text=json.dumps(body), content_type=PROBLEM)
+        return problem(404, f"no guest matches ref {ref!r}")
+
+    async def nodes(request: web.Request) -> web.Response:
+        return web.json_response([{"cluster": "home", "name": "pve1", "aliases": ["hv1"]}])
+
     app = web.Application(middlewares=[record])
+    app.router.add_get("/api/v1/guests/{ref:.+}", guest)
+    app.router.add_get("/api/v1/nodes", nodes)
     app.router.add_get("/stats/{ref:.+}", stats)
     app.router.add_get("/journal/{node}", journal)
     app.router.add_get("/journal/{node}/{vmid}", journal)
@@ -157,45 +194,6 @@ async def api() -> AsyncIterator[FakeApi]:
         yield fake
     finally:
         await runner.cleanup()
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def environment(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PXPROXY_")}
-    env["PYTHONPATH"] = str(ROOT)
-    env.update(extra)
-    return env
-
-
-async def spawn(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "pxproxy",
-        *args,
-        cwd=ROOT,
-        env=env or environment(),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-
-
-async def cli(*args: str, env: dict[str, str] | None = None) -> Result:
-    proc = await spawn(*args, env=env)
-    out, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
-
-
-async def read_line(proc: asyncio.subprocess.Process) -> str:
-    assert proc.stdout is not None
-    return (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
 
 
 def client(api: FakeApi) -> tuple[str, ...]:
@@ -266,8 +264,13 @@ async def test_journal_history_without_follow(api: FakeApi) -> None:
     )
     assert result.code == 0, result.err
     assert result.out == "pve1/- old 0\npve1/- old 1\n"
-    assert api.requests[0]["path"] == "/journal/pve1"
-    assert api.requests[0]["query"] == [
+    # No guest is called pve1, a node is: the node's journal.
+    assert [r["path"] for r in api.requests] == [
+        "/api/v1/guests/pve1",
+        "/api/v1/nodes",
+        "/journal/pve1",
+    ]
+    assert api.requests[-1]["query"] == [
         ("service", "ssh.service"),
         ("service", "cron"),
         ("limit", "2"),
@@ -284,7 +287,7 @@ async def test_journal_of_a_guest_follows_until_ctrl_c(api: FakeApi) -> None:
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 130
     assert b"Traceback" not in err
-    assert api.requests[0]["path"] == "/journal/pve1/101"
+    assert [r["path"] for r in api.requests] == ["/api/v1/guests/pve1/101", "/journal/pve1/101"]
 
 
 # -- exec ---------------------------------------------------------------------------------------
@@ -293,7 +296,8 @@ async def test_journal_of_a_guest_follows_until_ctrl_c(api: FakeApi) -> None:
 async def test_exec_output_and_status_zero(api: FakeApi) -> None:
     result = await cli("exec", "pve1", "101", *client(api), "--", "echo", "a; b", "$(c)")
     assert (result.code, result.out, result.err) == (0, "a; b $(c)\n", "")
-    (req,) = api.requests
+    lookup, req = api.requests
+    assert lookup["path"] == "/api/v1/guests/pve1/101"
     assert (req["method"], req["path"]) == ("POST", "/exec/pve1/101")
     assert req["query"] == [("format", "json")]
     assert req["body"] == {"argv": ["echo", "a; b", "$(c)"]}
@@ -353,6 +357,56 @@ async def test_exec_needs_a_command(api: FakeApi) -> None:
     assert api.requests == []
 
 
+# -- refs ---------------------------------------------------------------------------------------
+
+
+async def test_every_ref_style_reaches_the_node_vmid_endpoint(api: FakeApi) -> None:
+    for ref in REFS_101:
+        api.requests.clear()
+        result = await cli("exec", ref, *client(api), "--", "echo", "hi")
+        assert (result.code, result.out) == (0, "hi\n"), (ref, result.err)
+        assert [r["path"] for r in api.requests] == [f"/api/v1/guests/{ref}", "/exec/pve1/101"]
+
+
+async def test_journal_and_tail_of_a_guest_by_name(api: FakeApi) -> None:
+    result = await cli("journal", "wiki", "-n", "1", "--no-follow", *client(api))
+    assert (result.code, result.out) == (0, "pve1/101 old 0\n"), result.err
+    assert api.requests[-1]["path"] == "/journal/pve1/101"
+
+
+async def test_a_node_alias_and_a_forced_node(api: FakeApi) -> None:
+    result = await cli("journal", "hv1", "-n", "1", "--no-follow", *client(api))
+    assert (result.code, result.out) == (0, "hv1/- old 0\n"), result.err
+    # --node skips the guest lookup: for a node that shares its name with a guest.
+    api.requests.clear()
+    result = await cli("journal", "--node", "wiki", "-n", "1", "--no-follow", *client(api))
+    assert result.code == 0, result.err
+    assert [r["path"] for r in api.requests] == ["/journal/wiki"]
+
+
+async def test_no_guest_and_no_node_says_so(api: FakeApi) -> None:
+    result = await cli("journal", "nothing", "--no-follow", *client(api))
+    assert result.code == 1
+    assert result.err.strip() == "pxproxy journal: no guest or node matches 'nothing'"
+    # A vmid or node/vmid is never taken for a node: the API's own 404 is printed.
+    result = await cli("journal", "pve9/101", "--no-follow", *client(api))
+    assert result.code == 1
+    assert "no guest matches ref 'pve9/101'" in result.err
+    assert api.requests[-1]["path"] == "/api/v1/guests/pve9/101"
+
+
+async def test_an_ambiguous_ref_lists_the_candidates_and_exits_1(api: FakeApi) -> None:
+    result = await cli("exec", "web", *client(api), "--", "true")
+    assert result.code == 1
+    lines = result.err.splitlines()
+    assert lines[0] == (
+        "pxproxy exec: 409 Conflict: 2 guests match ref 'web'; use cluster:vmid or node/vmid"
+    )
+    assert [line.split()[0] for line in lines[1:]] == ["home:103", "home:104"]
+    assert "node pve2, stopped" in lines[2]
+    assert not any(r["path"].startswith("/exec") for r in api.requests)
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 
@@ -382,6 +436,9 @@ async def test_unreachable_api_exits_2() -> None:
         ("stats", "101"),
         ("journal", "pve1"),
         ("exec", "pve1", "101", "--", "true"),
+        ("exec", "wiki", "--", "true"),
+        ("ls",),
+        ("wake", "wiki"),
     ):
         result = await cli(command, "--api", url, *rest)
         assert result.code == 2, command

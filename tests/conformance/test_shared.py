@@ -198,7 +198,7 @@ async def test_resources_and_cluster_status_shapes(peer: Peer) -> None:
     assert by_id["lxc/101"].maxmem > 0
     assert [n.name for n in status.nodes] == ["pve1", "pve2"]
     assert all(n.ip for n in status.nodes)
-    assert guest_status["status"] == "running"
+    assert guest_status.status == "running"
 
 
 async def test_addresses_from_every_source(peer: Peer) -> None:

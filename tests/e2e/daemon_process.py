@@ -7,7 +7,7 @@ import contextlib
 import os
 import re
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -59,15 +59,22 @@ class DaemonProcess:
 
 @contextlib.asynccontextmanager
 async def running_daemon(
-    config: Path, env: dict[str, str] | None = None
+    config: Path,
+    env: dict[str, str] | None = None,
+    args: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> AsyncIterator[DaemonProcess]:
+    """`pxproxy run -c config [args...]`, e.g. args ("--log-format", "json"); `prefix`: a
+    command that runs it (e.g. in a mount namespace)."""
     proc = await asyncio.create_subprocess_exec(
+        *prefix,
         sys.executable,
         "-m",
         "pxproxy",
         "run",
         "-c",
         str(config),
+        *args,
         env=dict(os.environ, **(env or {})),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

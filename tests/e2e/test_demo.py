@@ -67,6 +67,10 @@ async def test_demo_prints_instructions_that_work() -> None:
     try:
         text = await read_until(proc.stdout, "Ctrl-C stops")
         assert "demo-token-0123456789" in text
+        # The daemon's own log is in the terminal too, each line marked: its start-up summary.
+        daemon_line = r"^\[pxproxy\] \S+ \S+ INFO pxproxy\.[\w.]+: "
+        assert re.search(daemon_line + r"pxproxy \S+ starting; ", text, re.M)
+        assert re.search(daemon_line + r"cluster lab: PVE \S+, 2 nodes ", text, re.M)
         lookups = re.findall(r'curl -s -H "Authorization: Bearer (\S+)" "(\S+lookup\?\S+)"', text)
         assert len(lookups) == 2
         for token, url in lookups:
@@ -90,6 +94,11 @@ async def test_demo_prints_instructions_that_work() -> None:
             name, port = match.group(1), match.group(2)
             status, body = await get_host(f"http://127.0.0.1:{port}/", f"{name}.demo.localhost")
             assert (status, body.split(" ")[0]) == (200, name)
+        # The wake shows in the terminal as it happens, with its duration.
+        woken = sleeping.group(1)
+        text += await read_until(proc.stdout, f"idle-watch: {woken} ready after")
+        assert re.search(daemon_line + rf"idle-watch: waking {woken}$", text, re.M)
+        assert re.search(daemon_line + rf"idle-watch: {woken} ready after [\d.]+s$", text, re.M)
         # Streams: a stats line of the running guest, and a command in a container.
         stats_url = re.search(r'curl -sN -H "[^"]+" (\S+/stats/\d+)', text)
         assert stats_url is not None
@@ -114,8 +123,17 @@ async def test_demo_prints_instructions_that_work() -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(20):
+            rest = (await proc.stdout.read()).decode()
             code = await proc.wait()
     assert code == 0
+    # It says what it stopped.
+    assert re.search(
+        rf"^Stopped: pxproxy \(API on port {api_port}, proxy on port {proxy_port}\); "
+        r"the lab's Proxmox API \(https://127\.0\.0\.1:\d+\); \d+ running guests' servers "
+        r"\(of 8 guests\)\.$",
+        rest,
+        re.M,
+    ), rest
     # Everything it started is gone: the API port and the guest's address refuse.
     for host, port in (("127.0.0.1", api_port), ("127.10.0.100", 8080)):
         with pytest.raises(ConnectionRefusedError):

@@ -79,7 +79,7 @@ async def test_pause_closes_and_resume_reopens(lab_server: LabServer) -> None:
     async with client_for(lab_server) as client:
         assert await fetch(url) == "ok"
         await client.wait_task(await client.guest_action("qemu", "pve1", 103, "suspend"), 10)
-        assert (await client.guest_status("qemu", "pve1", 103))["qmpstatus"] == "paused"
+        assert (await client.guest_status("qemu", "pve1", 103)).qmpstatus == "paused"
         assert await fetch(url) is None
         await client.wait_task(await client.guest_action("qemu", "pve1", 103, "resume"), 10)
 
@@ -100,7 +100,7 @@ async def test_netin_counts_real_bytes(lab_server: LabServer) -> None:
     assert guest.netin > before
     async with client_for(lab_server) as client:
         status = await client.guest_status("lxc", "pve1", 104)
-    assert status["netout"] >= 100000
+    assert status.netout >= 100000
 
 
 @pytest.mark.parametrize("action", ["shutdown", "stop"])

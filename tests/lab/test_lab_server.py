@@ -40,7 +40,7 @@ async def test_node_offline_and_back(lab_server: LabServer) -> None:
         with pytest.raises(PveNodeUnreachableError):
             await pve.guest_status("lxc", "pve2", 101)
         lab_server.set_node_offline("pve2", offline=False)
-        assert (await pve.guest_status("lxc", "pve2", 101))["status"] == "running"
+        assert (await pve.guest_status("lxc", "pve2", 101)).status == "running"
 
 
 async def test_inspection_records_tasks_and_history(lab_server: LabServer) -> None:

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
 import pytest
 
+from pxproxy.pve.models import parse_guest_status, parse_node_status
+from pxproxy.streams import formatting
 from pxproxy.streams.formatting import (
     GuestSample,
+    NodeSample,
     error_json,
     error_line,
     guest_json,
     guest_line,
     iec,
     node_json,
-    parse_guest,
-    parse_node,
     rates,
 )
+
+
+def parse_guest(data: dict[str, Any], time: float) -> GuestSample:
+    """A Proxmox answer through pve's typed model into a sample, as the stats hub does."""
+    return formatting.parse_guest(parse_guest_status(data), time)
+
+
+def parse_node(node: str, data: dict[str, Any], time: float) -> NodeSample:
+    return formatting.parse_node(node, parse_node_status(data), time)
+
 
 GiB = 1024**3
 MiB = 1024**2

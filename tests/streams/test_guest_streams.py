@@ -266,6 +266,18 @@ async def test_stopped_or_unknown_guest(stack: Stack) -> None:
     assert stack.mark() == before
 
 
+async def test_offline_node_is_503_with_retry_after(stack: Stack) -> None:
+    """The one error table: an unreachable node answers 503 here as in the power endpoint
+    (this endpoint said 502 before the table)."""
+    stack.lab.cluster.set_node_online(NODE, False)
+    async with asyncio.timeout(20):
+        resp = await stack.http.post(f"/exec/{NODE}/{LXC}", json={"argv": ["true"]}, headers=auth())
+        body = await resp.json()
+    assert (resp.status, body["status"], body["title"]) == (503, 503, "Service Unavailable")
+    assert resp.headers["Retry-After"] == "5"
+    assert "offline or unreachable" in body["detail"]
+
+
 async def test_token_only_config_answers_501(lab_server: LabServer) -> None:
     add_guests(lab_server)
     async with api_stack(lab_server, token_only=True) as stack:

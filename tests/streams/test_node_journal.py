@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from typing import cast
 
 import pytest
@@ -13,6 +14,7 @@ from pxproxy.lab.journal import format_line
 from pxproxy.lab.server import LabServer
 from pxproxy.pve.client import PveClient
 from pxproxy.pve.errors import PveParameterError
+from pxproxy.pve.models import JournalPage
 from pxproxy.streams.node_journal import JournalReader, ServiceNameError, validate_service
 
 from ..support import wait_for
@@ -160,11 +162,18 @@ class OldPve:
 
     def __init__(self, lines: list[str]) -> None:
         self.lines = lines
-        self.paths: list[str] = []
+        self.services: list[tuple[str, ...]] = []
 
-    async def get(self, path: str, params: dict[str, str | int] | None = None) -> object:
-        self.paths.append(path)
-        if "service=" in path:
+    async def node_journal(
+        self,
+        node: str,
+        *,
+        lastentries: int | None = None,
+        startcursor: str | None = None,
+        services: Sequence[str] = (),
+    ) -> JournalPage:
+        self.services.append(tuple(services))
+        if services:
             raise PveParameterError(
                 "Parameter verification failed.",
                 errors={
@@ -172,10 +181,10 @@ class OldPve:
                     "allow additional properties"
                 },
             )
-        assert params is not None
-        if "startcursor" in params:
-            return ["c2", "c2"]
-        return ["c0", *self.lines[-int(params["lastentries"]) :], "c1"]
+        if startcursor is not None:
+            return JournalPage("c2", (), "c2")
+        assert lastentries is not None
+        return JournalPage("c0", tuple(self.lines[-lastentries:]), "c1")
 
 
 async def test_service_filter_falls_back_to_identifiers_before_pve9() -> None:
@@ -192,4 +201,4 @@ async def test_service_filter_falls_back_to_identifiers_before_pve9() -> None:
     assert await reader.poll() == []
     assert reader.cursor == "c2"
     # One refused native call, then filtering here without the parameter.
-    assert ["service=" in p for p in old.paths] == [True, False, False]
+    assert old.services == [("pveproxy.service",), (), ()]

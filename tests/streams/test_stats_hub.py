@@ -6,11 +6,12 @@ import asyncio
 import gc
 import weakref
 from collections.abc import Iterator
-from typing import Any, cast
+from typing import cast
 
 import pytest
 
 from pxproxy.pve.client import GuestType, PveClient
+from pxproxy.pve.models import GuestStatus, parse_guest_status
 from pxproxy.streams.stats import StatsHub, StatsSample
 
 from ..support import wait_for
@@ -22,9 +23,9 @@ class FakeStatus:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def guest_status(self, guest_type: GuestType, node: str, vmid: int) -> dict[str, Any]:
+    async def guest_status(self, guest_type: GuestType, node: str, vmid: int) -> GuestStatus:
         self.calls += 1
-        return {"vmid": vmid, "status": "running", "name": "ct"}
+        return parse_guest_status({"vmid": vmid, "status": "running", "name": "ct"})
 
 
 @pytest.fixture

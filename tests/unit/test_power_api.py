@@ -148,9 +148,11 @@ async def test_forbidden_without_scope_or_outside_allowlist(
     assert [t.id for t in lab_server.tasks] == ["104"]
     assert lab_server.cluster.guests[103].status == "stopped"
     results = [(r["token"], r["guest"], r["result"]) for r in audit.records]
-    assert results[0][:2] == ("narrow", "lab:103")
-    assert results[0][2].startswith("denied: ")
-    assert results[1] == ("narrow", "lab:104", "ok")
+    # The scope refusal names the ref as asked for: it is refused before any lookup.
+    assert results[0] == ("reader", "db", "denied: token 'reader' lacks the 'power' scope")
+    assert results[1][:2] == ("narrow", "lab:103")
+    assert results[1][2].startswith("denied: ")
+    assert results[2] == ("narrow", "lab:104", "ok")
 
 
 async def test_already_running_is_409_with_proxmox_message(

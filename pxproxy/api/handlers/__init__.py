@@ -8,7 +8,13 @@ from typing import NamedTuple
 from aiohttp import web
 
 from ._common import CONTEXT
-from .guest_streams import exec_in_guest, journal_in_guest, tail_in_guest, tail_on_node
+from .guest_streams import (
+    exec_in_guest,
+    exec_on_node,
+    journal_in_guest,
+    tail_in_guest,
+    tail_on_node,
+)
 from .guests import get_guest, list_guests
 from .health import health
 from .lookup import lookup
@@ -18,6 +24,7 @@ from .nodes import list_nodes
 from .power import guest_power
 from .routes import list_routes
 from .stats import guest_stats, node_stats
+from .wake import wake_guest
 
 __all__ = ["CONTEXT", "ROUTES", "Route"]
 
@@ -38,11 +45,14 @@ ROUTES = (
     Route("GET", "/metrics", metrics),
     Route("GET", "/api/v1/guests", list_guests),
     Route("GET", "/api/v1/guests/{ref:.+}", get_guest),
+    # .../wake before .../{action}, which would match it too.
+    Route("POST", "/api/v1/guests/{ref:.+}/wake", wake_guest, stream=True),
     Route("POST", "/api/v1/guests/{ref:.+}/{action}", guest_power),
     Route("GET", "/api/v1/lookup", lookup),
     Route("GET", "/api/v1/nodes", list_nodes),
     Route("GET", "/api/v1/routes", list_routes),
     Route("POST", r"/exec/{node}/{vmid:\d+}", exec_in_guest, stream=True),
+    Route("POST", "/exec/{node}", exec_on_node, stream=True),
     Route("GET", r"/journal/{node}/{vmid:\d+}", journal_in_guest, stream=True),
     Route("GET", r"/tail/{node}/{vmid:\d+}", tail_in_guest, stream=True),
     Route("GET", "/tail/{node}", tail_on_node, stream=True),

@@ -10,6 +10,7 @@ from ...config.models import Scope
 from ...inventory.model import Guest
 from ...inventory.snapshot import Match
 from ..allowlist import Decision
+from ..audit import AuditRecord
 from ..auth import has_scope
 from ..context import PRINCIPAL, ApiContext
 from ..problems import ApiError, ambiguous, not_found
@@ -21,10 +22,41 @@ def context(request: web.Request) -> ApiContext:
     return request.app[CONTEXT]
 
 
-def require(request: web.Request, scope: Scope) -> None:
+def require(request: web.Request, scope: Scope, action: str = "read") -> None:
+    """403 unless the token has the scope; the refusal is audited (every endpoint, read ones
+    too: a token used where it may not be is worth a line), naming the target as asked for."""
     principal = request[PRINCIPAL]
     if not has_scope(principal, scope):
-        raise ApiError(403, "Forbidden", f"token {principal.name!r} lacks the {scope!r} scope")
+        message = f"token {principal.name!r} lacks the {scope!r} scope"
+        audit_refusal(request, action, f"denied: {message}", {"scope": scope})
+        raise ApiError(403, "Forbidden", message)
+
+
+def requested_target(request: web.Request) -> str:
+    """The guest or node a request names, as given (a refusal does not resolve it)."""
+    info = request.match_info
+    if "ref" in info:
+        return info["ref"]
+    if "vmid" in info:
+        return f"{info['node']}/{info['vmid']}"
+    if "node" in info:
+        return f"node/{info['node']}"
+    return ""
+
+
+def audit_refusal(
+    request: web.Request, action: str, result: str, detail: dict[str, Any] | None = None
+) -> None:
+    """An audit line for a request refused before its guest was looked up."""
+    context(request).audit.write(
+        AuditRecord(
+            token=request[PRINCIPAL].name,
+            action=action,
+            guest=requested_target(request),
+            detail={"method": request.method, "path": request.path, **(detail or {})},
+            result=result,
+        )
+    )
 
 
 class GuestDenied(ApiError):

@@ -20,22 +20,10 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ...config.models import ApiToken
+from ...error_table import problem_for
 from ...inventory.model import Guest, Node
-from ...pve.errors import (
-    PveAuthError,
-    PveConnectionError,
-    PveError,
-    PveNotFoundError,
-    PvePermissionError,
-)
-from ...pve.termproxy import (
-    SHELL_TICKET_NEEDED,
-    ShellBusyError,
-    ShellTimeoutError,
-    ShellUnavailableError,
-    Sink,
-    StartHook,
-)
+from ...pve.errors import PveError
+from ...pve.termproxy import SHELL_TICKET_NEEDED, ShellTimeoutError, Sink, StartHook
 from ...shutdown import STOPPING_MESSAGE, DaemonStopping
 from ...streams.guest_commands import (
     NO_JOURNAL,
@@ -57,13 +45,16 @@ from ...streams.validation import (
     validate_unit,
 )
 from ..audit import AuditRecord
+from ..auth import has_scope
 from ..context import PRINCIPAL
-from ..problems import ApiError, not_found
-from ._common import CONTEXT, GuestDenied, context, one_guest, require, require_for_guest
+from ..problems import ApiError
+from ._common import CONTEXT, GuestDenied, context, require, require_for_guest
+from ._node_lookup import guest_on_node, one_node
 
 __all__ = [
     "STREAMS",
     "exec_in_guest",
+    "exec_on_node",
     "guest_streams_setup",
     "journal_in_guest",
     "setup_guest_streams",
@@ -221,22 +212,12 @@ def _runner(request: web.Request) -> ShellRunner:
 
 
 def _guest(request: web.Request) -> Guest:
-    node = request.match_info["node"]
-    vmid = request.match_info["vmid"]
-    snapshot = context(request).inventory.snapshot
-    # lookup_ref validates the vmid (ASCII, 1..9 digits): no int() of hostile digit strings.
-    match = snapshot.lookup_ref(f"{node}/{vmid}")
-    return one_guest(match, f"{node}/{vmid}")
+    # {node} is a name, an alias or cluster:node; a vmid on another node: 404 naming it.
+    return guest_on_node(request)
 
 
 def _node(request: web.Request) -> Node:
-    name = request.match_info["node"]
-    nodes = context(request).inventory.snapshot.node(name).nodes
-    if not nodes:
-        raise not_found(f"no node {name!r}")
-    if len(nodes) > 1:
-        raise ApiError(409, "Ambiguous", f"node {name!r} exists in several clusters")
-    return nodes[0]
+    return one_node(request, request.match_info["node"])
 
 
 def _token_config(request: web.Request) -> ApiToken | None:
@@ -299,22 +280,6 @@ def _rejected(
 ) -> ApiError:
     _audit(request, action, target, detail, f"rejected: {exc.rule}")
     return ApiError(400, "Bad Request", exc.message, rule=exc.rule)
-
-
-def _api_error(exc: PveError) -> ApiError:
-    if isinstance(exc, ShellUnavailableError):
-        return ApiError(501, "Not Implemented", SHELL_TICKET_NEEDED)
-    if isinstance(exc, ShellTimeoutError):
-        return ApiError(504, "Gateway Timeout", exc.message)
-    if isinstance(exc, ShellBusyError):
-        return ApiError(503, "Service Unavailable", exc.message, headers={"Retry-After": "5"})
-    if isinstance(exc, PveNotFoundError):
-        return ApiError(404, "Not Found", f"Proxmox: {exc.message}")
-    if isinstance(exc, PveAuthError | PvePermissionError):
-        return ApiError(502, "Bad Gateway", f"Proxmox refused: {exc.message}")
-    if isinstance(exc, PveConnectionError):
-        return ApiError(502, "Bad Gateway", f"cannot reach Proxmox: {exc.message}")
-    return ApiError(502, "Bad Gateway", f"Proxmox: {exc.message}")
 
 
 Run = Callable[[Sink, StartHook | None], Awaitable[int]]
@@ -385,7 +350,7 @@ async def _stream(
         result = "timeout" if isinstance(exc, ShellTimeoutError) else f"failed: {exc.message}"
         _audit(request, action, target, detail, result, elapsed)
         if out.response is None:
-            raise _api_error(exc) from None
+            raise problem_for(exc) from None
         with contextlib.suppress(ConnectionError):
             await out.error(exc.message, elapsed)
         return await out.finish()
@@ -414,7 +379,7 @@ def _exec_target(request: web.Request, action: str) -> tuple[Guest, ShellRunner]
     """The guest of a command endpoint, after the checks every one of them makes: the exec
     scope first (so a token without it learns nothing about guests), then the allowlist
     (a refusal is audited with its rule)."""
-    require(request, "exec")
+    require(request, "exec", action)
     guest = _guest(request)
     try:
         require_for_guest(request, "exec", guest)
@@ -609,7 +574,7 @@ async def tail_in_guest(request: web.Request) -> web.StreamResponse:
 
 
 async def tail_on_node(request: web.Request) -> web.StreamResponse:
-    require(request, "exec")
+    require(request, "exec", "tail")
     node = _node(request)
     principal = request[PRINCIPAL]
     target = f"{node.cluster}:node/{node.name}"
@@ -641,4 +606,53 @@ async def tail_on_node(request: web.Request) -> web.StreamResponse:
         run=run,
         always_status=False,
         early_headers=follow,
+    )
+
+
+def _node_target(node: Node) -> str:
+    return f"{node.cluster}:node/{node.name}"
+
+
+def _require_node_exec(request: web.Request) -> None:
+    """The node-exec scope, which only tokens that list it have (`exec` and `guests: ['*']`
+    are not enough: this is a root shell on the hypervisor). A refusal is audited."""
+    principal = request[PRINCIPAL]
+    if has_scope(principal, "node-exec"):
+        return
+    raw = request.match_info["node"]
+    # The audit names the node as canonically as it can; the client learns nothing of it.
+    found = context(request).inventory.snapshot.node(raw).nodes
+    target = _node_target(found[0]) if len(found) == 1 else f"node/{raw}"
+    message = f"token {principal.name!r} lacks the 'node-exec' scope"
+    _audit(request, "exec", target, {"node": raw}, f"denied: {message}")
+    raise ApiError(403, "Forbidden", message)
+
+
+async def exec_on_node(request: web.Request) -> web.StreamResponse:
+    """`POST /exec/{node}` (GoDoxy's NodeCommand): an argv run on the node itself, through the
+    same validation, terminal session and audit as exec in a container."""
+    _require_node_exec(request)
+    node = _node(request)
+    target = _node_target(node)
+    runner = _runner(request)
+    detail: dict[str, Any] = {"node": node.name}
+    try:
+        _check_query(request, {"format"})
+        fmt = _format(request)
+        body = await _json_body(request)
+        unknown = sorted(set(body) - {"argv", "timeout"})
+        if unknown:
+            raise ValidationError("body", f"unknown field {unknown[0]!r}; use argv, timeout")
+        argv = validate_argv(body.get("argv"))
+        detail["argv"] = argv
+        timeout_s = validate_timeout(body.get("timeout"), runner.settings.exec_timeout_s)
+    except ValidationError as exc:
+        raise _rejected(request, "exec", target, detail, exc) from None
+    if node.status == "offline":
+        raise ApiError(409, "Conflict", f"node {node.cluster}:{node.name} is offline")
+    _require_shell(runner, node.cluster)
+    detail["via"] = "shell"
+    run = _via_shell(runner, node.cluster, node.name, argv, timeout_s)
+    return await _stream(
+        request, fmt, action="exec", target=target, detail=detail, run=run, always_status=True
     )

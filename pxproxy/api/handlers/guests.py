@@ -3,7 +3,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..problems import bad_request
-from ._common import context, guest_json, json_text_response, one_guest, require
+from ._common import context, guest_json, json_text_response, require
+from ._guest_lookup import guest_by_ref
 
 _FILTERS = ("cluster", "node", "type", "status", "name")
 
@@ -28,5 +29,5 @@ async def list_guests(request: web.Request) -> web.Response:
 async def get_guest(request: web.Request) -> web.Response:
     require(request, "read")
     ref = request.match_info["ref"]
-    guest = one_guest(context(request).inventory.snapshot.lookup_ref(ref), f"ref {ref!r}")
+    guest = guest_by_ref(context(request).inventory.snapshot, ref)
     return json_text_response(guest_json(guest))

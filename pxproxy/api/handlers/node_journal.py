@@ -13,7 +13,8 @@ import contextlib
 
 from aiohttp import web
 
-from ...pve.errors import PveError, PveNodeUnreachableError, PveNotFoundError
+from ...error_table import problem_for
+from ...pve.errors import PveError
 from ...shutdown import STOPPING_MESSAGE
 from ...streams.formatting import error_line
 from ...streams.node_journal import (
@@ -26,7 +27,8 @@ from ...streams.node_journal import (
 )
 from ..problems import ApiError, bad_request
 from ._common import context, require
-from .stats import client_gone, one_node, query_bool, reject_unknown
+from ._node_lookup import one_node
+from .stats import client_gone, query_bool, reject_unknown
 
 __all__ = ["node_journal"]
 
@@ -56,16 +58,8 @@ def _services(request: web.Request) -> list[str]:
         raise bad_request(str(exc), parameter="service") from None
 
 
-def _problem(exc: PveError, node: str) -> ApiError:
-    if isinstance(exc, PveNodeUnreachableError):
-        return ApiError(503, "Service Unavailable", f"node {node} is unreachable: {exc.message}")
-    if isinstance(exc, PveNotFoundError):
-        return ApiError(404, "Not Found", f"node {node}: {exc.message}")
-    return ApiError(502, "Bad Gateway", f"Proxmox answered: {exc}")
-
-
 async def node_journal(request: web.Request) -> web.StreamResponse:
-    require(request, "read")
+    require(request, "read", "journal")
     reject_unknown(request, ("limit", "follow", "service"))
     limit = _limit(request)
     follow = query_bool(request, "follow", True)
@@ -80,7 +74,7 @@ async def node_journal(request: web.Request) -> web.StreamResponse:
     try:
         backlog = await reader.backlog(limit)
     except PveError as exc:
-        raise _problem(exc, node.name) from None
+        raise problem_for(exc, cluster=node.cluster, node=node.name) from None
 
     response = web.StreamResponse(headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     response.content_type = "text/plain"

@@ -15,32 +15,23 @@ from typing import Any, TypeVar
 from aiohttp import web
 
 from ...config.durations import parse_duration
+from ...error_table import problem_for
 from ...inventory.model import Guest
 from ...pve.client import PveClient
-from ...pve.errors import (
-    PveAuthError,
-    PveConnectionError,
-    PveError,
-    PveNodeUnreachableError,
-    PveNotFoundError,
-    PveParameterError,
-    PvePermissionError,
-    PveServerError,
-    PveTaskTimeoutError,
-    PveTimeoutError,
-)
+from ...pve.errors import PveError
 from ...pve.models import TaskStatus
 from ..audit import AuditRecord
 from ..context import PRINCIPAL
-from ..problems import ApiError, bad_request, not_found
+from ..problems import ApiError, bad_request
 from ._common import (
     GuestDenied,
+    audit_refusal,
     context,
     json_response,
-    one_guest,
     require,
     require_for_guest,
 )
+from ._guest_lookup import guest_by_ref
 
 ACTIONS = ("start", "stop", "shutdown", "reboot", "suspend", "resume")
 DEFAULT_TIMEOUT_S = 120.0
@@ -57,12 +48,18 @@ async def guest_power(request: web.Request) -> web.Response:
     ref = request.match_info["ref"]
     action = request.match_info["action"]
     if action not in ACTIONS:
-        raise bad_request(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+        message = f"unknown action {action!r}; use one of {', '.join(ACTIONS)}"
+        audit_refusal(request, "power", f"rejected: {message}", {"action": action})
+        raise bad_request(message)
     # The scope first, so a token that may never act learns nothing about which guests exist.
-    require(request, "power")
-    wait, timeout_s = _wait_options(request)
+    require(request, "power", action)
+    try:
+        wait, timeout_s = _wait_options(request)
+    except ApiError as exc:
+        audit_refusal(request, action, f"rejected: {exc.detail}")
+        raise
     ctx = context(request)
-    guest = one_guest(ctx.inventory.snapshot.lookup_ref(ref), f"ref {ref!r}")
+    guest = guest_by_ref(ctx.inventory.snapshot, ref)
     principal = request[PRINCIPAL]
     started = time.monotonic()
     detail: dict[str, Any] = {"id": guest.id, "node": guest.node, "wait": wait}
@@ -76,6 +73,7 @@ async def guest_power(request: web.Request) -> web.Response:
             )
         upid = await _pve(client.guest_action(guest.type, guest.node, guest.vmid, action), guest)
         detail["upid"] = upid
+        ctx.note_power_action(guest.ref, action)  # idle-watch: this change is pxproxy's own
         body: dict[str, Any] = {
             "upid": upid,
             "guest": guest.id,
@@ -127,58 +125,17 @@ async def guest_power(request: web.Request) -> web.Response:
 
 
 async def _wait(client: PveClient, upid: str, timeout_s: float) -> TaskStatus:
-    try:
-        return await client.wait_task(upid, timeout_s)
-    except PveTaskTimeoutError:
-        # The task goes on in Proxmox; the caller can follow it by its UPID.
-        raise ApiError(
-            504,
-            "Gateway Timeout",
-            f"task {upid} still running after {timeout_s:g}s",
-            upid=upid,
-        ) from None
+    # A PveTaskTimeoutError names the UPID: the task goes on in Proxmox, the caller can
+    # follow it (the error table answers 504 with `upid`).
+    return await client.wait_task(upid, timeout_s)
 
 
 async def _pve(call: Awaitable[T], guest: Guest) -> T:
     """Await a Proxmox call, turning its typed errors into answers a user can act on."""
     try:
         return await call
-    except PveServerError as exc:
-        # PVE answers 500 for state conflicts: "CT 101 already running", "VM is locked".
-        raise ApiError(409, "Conflict", exc.message, proxmox_status=exc.status) from None
-    except PvePermissionError as exc:
-        missing = f"{exc.privilege} on {exc.acl_path}" if exc.privilege else "a privilege"
-        raise ApiError(
-            502,
-            "Bad Gateway",
-            f"pxproxy's Proxmox credentials lack {missing}: {exc.message}",
-            privilege=exc.privilege,
-            acl_path=exc.acl_path,
-        ) from None
-    except PveAuthError as exc:
-        raise ApiError(
-            502, "Bad Gateway", f"Proxmox refused pxproxy's credentials: {exc.message}"
-        ) from None
-    except PveNodeUnreachableError as exc:
-        raise ApiError(
-            503,
-            "Service Unavailable",
-            f"node {guest.node} is offline or unreachable: {exc.message}",
-        ) from None
-    except PveTimeoutError as exc:
-        raise ApiError(504, "Gateway Timeout", f"Proxmox did not answer: {exc.message}") from None
-    except PveConnectionError as exc:
-        raise ApiError(
-            503,
-            "Service Unavailable",
-            f"cannot reach Proxmox of cluster {guest.cluster!r}: {exc.message}",
-        ) from None
-    except PveParameterError as exc:
-        raise bad_request(f"Proxmox rejected the action: {exc}") from None
-    except PveNotFoundError as exc:
-        raise not_found(f"Proxmox does not know {guest.ref}: {exc.message}") from None
     except PveError as exc:
-        raise ApiError(502, "Bad Gateway", f"Proxmox error: {exc}") from None
+        raise problem_for(exc, cluster=guest.cluster, node=guest.node, guest=guest.ref) from None
 
 
 def _wait_options(request: web.Request) -> tuple[bool, float]:

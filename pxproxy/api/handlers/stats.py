@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ...inventory.model import Node
 from ...shutdown import STOPPING_MESSAGE
 from ...streams.formatting import (
     GuestSample,
@@ -24,10 +23,13 @@ from ...streams.formatting import (
     guest_json,
     guest_line,
     node_json,
+    node_line,
 )
 from ...streams.stats import HubClosedError, StatsError, StatsEvent, StatsHub, Watch
-from ..problems import ApiError, ambiguous, bad_request, not_found
-from ._common import CONTEXT, context, one_guest, require
+from ..problems import ApiError, bad_request
+from ._common import CONTEXT, context, require
+from ._guest_lookup import guest_by_ref
+from ._node_lookup import one_node
 
 __all__ = ["STATS_HUB", "guest_stats", "node_stats", "setup_stats"]
 
@@ -85,18 +87,6 @@ def _hub(request: web.Request) -> StatsHub:
     return hub
 
 
-def one_node(request: web.Request, name: str) -> Node:
-    match = context(request).inventory.snapshot.node(name)
-    if not match.nodes:
-        raise not_found(f"no node named {name!r}")
-    if len(match.nodes) > 1:
-        raise ambiguous(
-            f"{len(match.nodes)} clusters have a node named {name!r}",
-            [{"cluster": n.cluster, "name": n.name} for n in match.nodes],
-        )
-    return match.nodes[0]
-
-
 def _no_client(cluster: str) -> ApiError:
     return ApiError(503, "Service Unavailable", f"no Proxmox connection for cluster {cluster!r}")
 
@@ -109,7 +99,7 @@ async def guest_stats(request: web.Request) -> web.StreamResponse:
     if fmt not in ("text", "json"):
         raise bad_request(f"format must be text or json, not {fmt[:40]!r}", parameter="format")
     ref = request.match_info["ref"]
-    guest = one_guest(context(request).inventory.snapshot.lookup_ref(ref), f"ref {ref!r}")
+    guest = guest_by_ref(context(request).inventory.snapshot, ref)
     hub = _hub(request)
     if not hub.has_client(guest.cluster):
         raise _no_client(guest.cluster)
@@ -135,21 +125,31 @@ async def guest_stats(request: web.Request) -> web.StreamResponse:
 
 async def node_stats(request: web.Request) -> web.StreamResponse:
     require(request, "read")
-    reject_unknown(request, ("stream",))
+    reject_unknown(request, ("stream", "format"))
     stream = query_bool(request, "stream", True)
+    # NDJSON stays the default here (it was the only form before; clients parse it), unlike
+    # guest stats; ?format=text gives the one-line form with the CPU model.
+    fmt = request.query.get("format", "json")
+    if fmt not in ("text", "json"):
+        raise bad_request(f"format must be text or json, not {fmt[:40]!r}", parameter="format")
     node = one_node(request, request.match_info["node"])
     hub = _hub(request)
     if not hub.has_client(node.cluster):
         raise _no_client(node.cluster)
+    as_json = fmt == "json"
 
     def render(event: StatsEvent) -> str:
         if isinstance(event, StatsError):
-            return error_json(event.message, event.time, event.status)
+            return (
+                error_json(event.message, event.time, event.status)
+                if as_json
+                else error_line(event.message)
+            )
         assert not isinstance(event.sample, GuestSample)
-        return node_json(event.sample)
+        return node_json(event.sample) if as_json else node_line(event.sample)
 
     watch = _open(lambda: hub.watch_node(node.cluster, node.name))
-    return await _serve(request, watch, render, stream, "application/x-ndjson")
+    return await _serve(request, watch, render, stream, "application/x-ndjson" if as_json else None)
 
 
 def _open(make: Callable[[], Watch]) -> Watch:
@@ -173,8 +173,7 @@ async def _serve(
         except HubClosedError:
             raise ApiError(503, "Service Unavailable", "the daemon is stopping") from None
         if isinstance(first, StatsError):
-            title = {404: "Not Found", 503: "Service Unavailable"}.get(first.status, "Bad Gateway")
-            raise ApiError(first.status, title, first.message)
+            raise ApiError(first.status, first.title, first.message)
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await _websocket(request, watch, render, first, stream)
         if "text/event-stream" in request.headers.get("Accept", ""):

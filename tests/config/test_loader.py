@@ -165,11 +165,13 @@ def test_bad_fingerprint_names_its_key_path() -> None:
 
 def test_unknown_key_names_its_key_path() -> None:
     # One line only: an invalid entry is not also reported as a too-short list.
-    assert error_lines(cluster("tsl: {verify: false}\n")) == ["proxmox[0].tsl: unknown key"]
+    assert error_lines(cluster("tsl: {verify: false}\n")) == [
+        "proxmox[0].tsl: unknown key; did you mean tls?"
+    ]
 
 
 def test_unknown_top_level_key() -> None:
-    assert error_lines(MINIMAL + "rutes: []\n") == ["rutes: unknown key"]
+    assert error_lines(MINIMAL + "rutes: []\n") == ["rutes: unknown key; did you mean routes?"]
 
 
 def test_route_port_out_of_range_names_index() -> None:
@@ -229,8 +231,10 @@ def test_bad_url() -> None:
           - {url: "https://pve:8006/api2/json", token_id: a@pve!t, secret: s}
         """
     )
-    assert len(lines) == 1
-    assert lines[0].startswith("proxmox[0].url: must be like https://")
+    assert lines == [
+        "proxmox[0].url: 'https://pve:8006/api2/json' has a path (/api2/json): give only the "
+        "scheme, host and port, like https://pve:8006"
+    ]
 
 
 def test_several_errors_are_all_reported() -> None:
@@ -242,7 +246,7 @@ def test_several_errors_are_all_reported() -> None:
 
 
 def test_missing_proxmox_section() -> None:
-    assert error_lines("listen: {api: '127.0.0.1:1'}\n") == ["proxmox: Field required"]
+    assert error_lines("listen: {api: '127.0.0.1:1'}\n") == ["proxmox: required, but missing"]
 
 
 def test_empty_proxmox_list() -> None:
@@ -516,7 +520,7 @@ def test_load_config_reads_file_and_names_it_in_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(str(bad))
     assert str(info.value).startswith(f"{bad}: invalid configuration")
-    assert "proxmox[0].tsl: unknown key" in str(info.value)
+    assert "proxmox[0].tsl: unknown key; did you mean tls?" in str(info.value)
 
 
 def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,1 @@
+"""Host → route decisions shared by the proxy and the management API (no import of either)."""
