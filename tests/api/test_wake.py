@@ -22,7 +22,7 @@ from pxproxy.inventory.store import Inventory
 from pxproxy.metrics import Metrics
 from pxproxy.wake.contract import Gate, WakeError, WakeProgress, WakeState
 
-from ..unit.builders import make_guest, make_node
+from ..builders import make_guest, make_node
 
 OPS = "wake-ops-secret-0123456"
 READER = "wake-reader-secret-0123"

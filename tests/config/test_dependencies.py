@@ -4,7 +4,7 @@ from pxproxy.check import resolved_dependency_problems
 from pxproxy.config.dependencies import DependencyEdge, dependency_problems, route_edges
 from pxproxy.inventory.snapshot import ClusterSnapshot, Snapshot
 
-from ..unit.builders import make_guest, make_node
+from ..builders import make_guest, make_node
 from .helpers import parse, problems_of, with_routes
 
 

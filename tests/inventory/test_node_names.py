@@ -11,7 +11,7 @@ from pxproxy.inventory.model import Node
 from pxproxy.inventory.node_aliases import node_aliases
 from pxproxy.inventory.snapshot import ClusterSnapshot, Snapshot
 
-from ..unit.builders import make_guest, make_node
+from ..builders import make_guest, make_node
 
 CONFIG = """
 proxmox:

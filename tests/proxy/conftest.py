@@ -24,7 +24,7 @@ from pxproxy.proxy.routes import RouteTable
 from pxproxy.shutdown import Stopping
 from pxproxy.wake.contract import AlwaysReady, Gate
 
-from ..unit.builders import make_guest
+from ..builders import make_guest
 
 HOST = "127.0.0.1"
 WIKI, BLOG, GAME = 48101, 48102, 48103

@@ -25,8 +25,8 @@ from pxproxy.wake.contract import (
     WakeTimeout,
 )
 
+from ..builders import make_guest
 from ..support import wait_for
-from ..unit.builders import make_guest
 
 VMID = 9104
 OTHER_VMID = 9106

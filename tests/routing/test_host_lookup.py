@@ -18,7 +18,7 @@ from pxproxy.metrics import Metrics
 from pxproxy.routing.host_lookup import lookup_host
 from pxproxy.routing.hosts import RouteTable
 
-from ..unit.builders import make_guest, make_node
+from ..builders import make_guest, make_node
 
 WIKI = make_guest(201, "wiki", ips=("10.0.0.5",))
 SHOP = make_guest(202, "shop", ips=("10.0.0.6",))

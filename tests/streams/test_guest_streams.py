@@ -28,8 +28,8 @@ from pxproxy.pve.client import PveClient
 from pxproxy.pve.termproxy import SHELL_TICKET_NEEDED
 from pxproxy.streams.shell_runner import ShellRunner, StreamSettings
 
+from ..builders import make_guest, make_node
 from ..support import wait_for
-from ..unit.builders import make_guest, make_node
 
 OPS = "ops-exec-token-0123456789"
 READER = "reader-token-0123456789"

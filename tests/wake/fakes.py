@@ -12,7 +12,7 @@ from pxproxy.inventory.store import Inventory
 from pxproxy.pve.errors import PveConnectionError
 from pxproxy.wake.power import PowerError, guest_label
 
-from ..unit.builders import make_guest
+from ..builders import make_guest
 
 CLUSTER = "home"
 

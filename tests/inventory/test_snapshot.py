@@ -17,7 +17,7 @@ from pxproxy.inventory.snapshot import (
 )
 from pxproxy.inventory.store import Inventory
 
-from .builders import make_guest, make_node
+from ..builders import make_guest, make_node
 
 
 def single(*guests: Guest, nodes: tuple[str, ...] = ("pve",)) -> Snapshot:

@@ -16,8 +16,8 @@ from pxproxy.inventory.model import Guest
 from pxproxy.inventory.snapshot import ClusterSnapshot, Snapshot
 from pxproxy.streams.validation import ValidationError, validate_path
 
+from ..builders import make_guest, make_node
 from ..config.test_loader import MINIMAL, error_lines
-from .builders import make_guest, make_node
 
 CLUSTERS = ("home", "other")
 HOME_WIKI = make_guest(101, "wiki", cluster="home", node="pve1")

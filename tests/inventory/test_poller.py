@@ -23,8 +23,8 @@ from pxproxy.metrics import Metrics
 from pxproxy.pve.errors import PveConnectionError
 from pxproxy.pve.models import ClusterStatus
 
-from .builders import make_guest
-from .test_api import config, ok_json
+from ..api.test_endpoints import config, ok_json
+from ..builders import make_guest
 from .test_ingest import entry
 
 RESOURCES = json.dumps(

@@ -20,7 +20,7 @@ from pxproxy.pve.errors import (
     PveServerError,
 )
 
-from .builders import make_guest
+from ..builders import make_guest
 
 REFRESH_S = 300.0
 Answer = object  # a JSON answer, or a PveError to raise

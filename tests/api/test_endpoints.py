@@ -17,7 +17,7 @@ from pxproxy.inventory.snapshot import ClusterSnapshot
 from pxproxy.inventory.store import Inventory
 from pxproxy.metrics import Metrics
 
-from .builders import make_guest, make_node
+from ..builders import make_guest, make_node
 
 OPS_SECRET = "ops-secret-0123456789"
 POWER_SECRET = "power-only-secret-0123"

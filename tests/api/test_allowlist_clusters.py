@@ -22,8 +22,8 @@ from pxproxy.lab.server import LabServer
 from pxproxy.lab.state import LabCluster
 
 from ..support import HOST, wait_for
-from . import test_power_api
-from .test_power_api import AuditCapture
+from . import test_power
+from .test_power import AuditCapture
 
 # vmids of this file only. 8804 exists in both clusters; guests get no ports, so the two labs
 # never bind the same address.
@@ -37,7 +37,7 @@ BY_VMID = "allow-vmid-secret-0123456"
 LOGS = "allow-logs-secret-0123456"
 NO_PATHS = "allow-nopaths-secret-0123456"
 
-audit = test_power_api.audit  # the fixture: audit lines as the `pxproxy.audit` log has them
+audit = test_power.audit  # the fixture: audit lines as the `pxproxy.audit` log has them
 
 
 @dataclass

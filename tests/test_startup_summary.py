@@ -14,8 +14,8 @@ from pxproxy.inventory.store import Inventory
 from pxproxy.pve.errors import PveConnectionError
 from pxproxy.startup_summary import ClusterSummaries, cluster_line, route_line
 
-from ..support import wait_for
 from .builders import make_guest, make_node
+from .support import wait_for
 
 
 def test_route_lines_name_target_and_idle_settings() -> None:

@@ -15,7 +15,7 @@ from pxproxy.inventory.snapshot import ClusterSnapshot
 from pxproxy.inventory.store import Inventory
 from pxproxy.metrics import Metrics
 
-from .builders import make_guest, make_node
+from ..builders import make_guest, make_node
 
 TOKEN = "hostile-paths-token-0123"
 HOSTILE = [

@@ -15,7 +15,7 @@ from pxproxy.inventory.rejections import (
     unanchored_reason,
 )
 
-from .builders import make_guest
+from ..builders import make_guest
 
 PREVIOUS = tuple(make_guest(v) for v in (301, 302, 303, 304))
 

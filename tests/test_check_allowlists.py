@@ -6,8 +6,8 @@ from __future__ import annotations
 from pxproxy.check import check_allowlists
 from pxproxy.config.models import Config
 
+from .api.test_allowlist import HOME, view
 from .builders import make_guest
-from .test_allowlist import HOME, view
 
 SECRET = "0123456789abcdef"
 
