@@ -25,7 +25,7 @@ RUN install -d -o 10001 -g 10001 -m 0700 /var/lib/pxproxy
 VOLUME /var/lib/pxproxy
 USER 10001:10001
 
-# 8080: reverse proxy listener (later release); 8081: management API.
+# 8080: reverse proxy listener; 8081: management API.
 # In the container, set listen.api to "0.0.0.0:8081" and configure api.tokens.
 EXPOSE 8080 8081
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +26,8 @@ from .problems import ApiError, problem_response
 log = logging.getLogger(__name__)
 
 UNMATCHED = "unmatched"
+# The metrics status of a request whose handler was cancelled before it answered.
+CLIENT_CLOSED_REQUEST = 499
 
 
 def build_app(
@@ -66,6 +69,10 @@ def _edge(ctx: ApiContext, endpoint: str, handler: Handler, open_: bool) -> Hand
             if not open_:
                 request[PRINCIPAL] = _principal(request, authority, loopback)
             response = await handler(request)
+        except asyncio.CancelledError:
+            # The client left (or the daemon stopped) mid-request: counted as nginx's 499.
+            metrics.count_api(endpoint, CLIENT_CLOSED_REQUEST)
+            raise
         except ApiError as exc:
             headers = dict(exc.headers)
             if exc.status == 401:

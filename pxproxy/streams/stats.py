@@ -154,6 +154,11 @@ class StatsHub:
         return len(self._feeds)
 
     @property
+    def polling_tasks(self) -> int:
+        """Poll tasks alive, cancelled ones not yet finished included: 0 means no more calls."""
+        return len(self._tasks)
+
+    @property
     def watchers(self) -> int:
         return sum(f.watchers for f in self._feeds.values())
 

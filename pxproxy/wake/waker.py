@@ -141,6 +141,9 @@ class Waker:
         # list of the guest's cluster at that moment. The first poll after it decides the state.
         self._unsettled: tuple[Guest, ...] | None = None
         self._holds = 0
+        # Idle checks that found the guest held or needed (for /api/v1/routes-style insight and
+        # for tests that prove an idle stop did not happen).
+        self.busy_checks = 0
         self._last_activity = clock()
         # What survives a restart (pxproxy/state/), in wall-clock time, under the guest's key.
         self._wall = wall
@@ -262,6 +265,7 @@ class Waker:
         if self._holds > 0 or any(d.awake for d in self.dependents):
             # Busy, or needed by an awake dependent: the idle clock starts once that ends.
             self._last_activity = now
+            self.busy_checks += 1
             return
         if now - self._last_activity >= self.idle.timeout:
             self._begin_stop()

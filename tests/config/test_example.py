@@ -20,5 +20,7 @@ def test_example_config_is_valid_and_states_the_defaults() -> None:
     assert config.log_level == defaults.log_level
     # Every API setting but the tokens is shown at its default.
     assert config.api.model_dump(exclude={"tokens"}) == defaults.api.model_dump(exclude={"tokens"})
+    assert config.state == defaults.state
+    assert config.audit == defaults.audit
     for key in ("max_header_size", "max_headers", "header_timeout", "keepalive_timeout"):
         assert getattr(config.proxy, key) == getattr(defaults.proxy, key), key
