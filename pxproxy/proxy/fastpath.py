@@ -2,39 +2,43 @@
 
 aiohttp's `ClientSession.request()` builds a request object, a connector lease, a response
 object and their timers for every request; for small keep-alive responses that is most of the
-proxy's CPU. This client keeps aiohttp's own response protocol (`ResponseHandler`, with its C
-parser, read timeout, flow control and chunked/close-delimited bodies) and only replaces the
-per-request machinery around it: the request head is written directly and connections are
-pooled here. A connection goes back to the pool only after its response was read to the end
-and the guest did not ask to close it; everything else closes it.
+proxy's CPU. This client writes the request head directly on a pooled connection whose
+responses an httptools parser reads (pxproxy/proxy/upstream_protocol.py). A connection goes back
+to the pool only after its response was read to the end and the guest did not ask to close it;
+everything else closes it. Connections idle past the keep-alive time, or closed by the guest,
+are not reused.
 
-The exceptions raised are aiohttp's (ServerDisconnectedError, ClientOSError, ClientConnectorError,
-ConnectionTimeoutError, ClientResponseError, SocketTimeoutError), so callers handle them exactly
-as they handle the session's.
+The exceptions raised are aiohttp's public ones (ServerDisconnectedError, ClientOSError,
+ConnectionTimeoutError, ClientResponseError, ClientPayloadError, SocketTimeoutError), plus
+`UpstreamConnectError` for a refused connection, so callers handle them as they handle the
+session's.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import aiohttp
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.client_reqrep import ConnectionKey
-from aiohttp.http_exceptions import HttpProcessingError
-from aiohttp.http_parser import RawResponseMessage
-from aiohttp.streams import StreamReader
-from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
+from multidict import CIMultiDictProxy
+
+from .upstream_protocol import ResponseBody, ResponseHead, UpstreamProtocol
 
 FAST_METHODS = frozenset({"GET", "HEAD"})
-READ_BUFSIZE = 2**16  # aiohttp's default read_bufsize
-MAX_LINE_SIZE = 8190  # aiohttp's client defaults
-MAX_FIELD_SIZE = 8190
-MAX_HEADERS = 128
 
 _Key = tuple[str, int]
+
+
+class UpstreamConnectError(aiohttp.ClientConnectionError):
+    """The guest's address refused or could not be reached: nothing was sent, so this is no
+    case for a retry. (aiohttp's ClientConnectorError needs its private ConnectionKey.)"""
+
+    def __init__(self, host: str, port: int, os_error: OSError) -> None:
+        super().__init__(f"Cannot connect to host {host}:{port} [{os_error.strerror or os_error}]")
+        self.host = host
+        self.port = port
+        self.os_error = os_error
 
 
 def request_head(method: str, target: str, headers: Mapping[str, str]) -> bytes | None:
@@ -60,20 +64,15 @@ class FastResponse:
     __slots__ = ("_key", "_pool", "_proto", "content", "headers", "reason", "status")
 
     def __init__(
-        self,
-        pool: FastPool,
-        key: _Key,
-        proto: ResponseHandler,
-        message: RawResponseMessage,
-        payload: StreamReader,
+        self, pool: FastPool, key: _Key, proto: UpstreamProtocol, head: ResponseHead
     ) -> None:
         self._pool = pool
         self._key = key
-        self._proto: ResponseHandler | None = proto
-        self.status: int = message.code
-        self.reason: str | None = message.reason
-        self.headers: CIMultiDictProxy[str] = message.headers
-        self.content = payload
+        self._proto: UpstreamProtocol | None = proto
+        self.status: int = head.status
+        self.reason: str | None = head.reason
+        self.headers: CIMultiDictProxy[str] = head.headers
+        self.content: ResponseBody = proto.body
 
     @property
     def content_length(self) -> int | None:
@@ -96,11 +95,19 @@ class FastResponse:
 
 
 class FastPool:
-    def __init__(self, *, connect_timeout: float, read_timeout: float, keepalive_s: float) -> None:
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        keepalive_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._clock = clock
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._keepalive_s = keepalive_s
-        self._idle: dict[_Key, list[tuple[float, ResponseHandler]]] = {}
+        self._idle: dict[_Key, list[tuple[float, UpstreamProtocol]]] = {}
         self._closed = False
 
     async def request(
@@ -112,76 +119,48 @@ class FastPool:
         if proto is None:
             proto = await self._connect(host, port)
         try:
-            proto.set_response_params(
-                skip_payload=skip_payload,
-                read_until_eof=True,
-                auto_decompress=False,
-                read_timeout=self._read_timeout,
-                read_bufsize=READ_BUFSIZE,
-                max_line_size=MAX_LINE_SIZE,
-                max_field_size=MAX_FIELD_SIZE,
-                max_headers=MAX_HEADERS,
-            )
-            transport = proto.transport
-            if transport is None:
-                raise aiohttp.ServerDisconnectedError()
-            transport.write(head)
-            proto.start_timeout()
-            while True:
-                try:
-                    message, payload = await proto.read()
-                except HttpProcessingError as exc:
-                    url = URL(f"http://{host}:{port}")
-                    info = aiohttp.RequestInfo(url, "GET", CIMultiDictProxy(CIMultiDict()), url)
-                    raise aiohttp.ClientResponseError(
-                        info,
-                        (),
-                        status=exc.code,
-                        message=exc.message,
-                        headers=exc.headers,
-                    ) from exc
-                if message.code < 100 or message.code > 199 or message.code == 101:
-                    break
+            proto.send(head, skip_payload=skip_payload)
+            response = await proto.read_head()
         except BaseException:
             proto.close()
             raise
-        return FastResponse(self, key, proto, message, payload)
+        return FastResponse(self, key, proto, response)
 
-    def _take(self, key: _Key) -> ResponseHandler | None:
+    def _take(self, key: _Key) -> UpstreamProtocol | None:
         idle = self._idle.get(key)
         if not idle:
             return None
-        stale = time.monotonic() - self._keepalive_s
+        stale = self._clock() - self._keepalive_s
         while idle:
             since, proto = idle.pop()
-            if since >= stale and proto.is_connected() and not proto.should_close:
+            if since >= stale and proto.open:
                 return proto
             proto.close()
         return None
 
-    async def _connect(self, host: str, port: int) -> ResponseHandler:
+    async def _connect(self, host: str, port: int) -> UpstreamProtocol:
         loop = asyncio.get_running_loop()
         address = host[1:-1] if host.startswith("[") else host
+        origin = f"http://{host}:{port}"
+        read_timeout = self._read_timeout
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, proto = await loop.create_connection(
-                    lambda: ResponseHandler(loop), address, port
+                    lambda: UpstreamProtocol(origin, read_timeout), address, port
                 )
         except TimeoutError as exc:
-            raise aiohttp.ConnectionTimeoutError(
-                f"Connection timeout to host http://{host}:{port}"
-            ) from exc
+            raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {origin}") from exc
         except OSError as exc:
-            key = ConnectionKey(address, port, False, False, None, None, None)
-            raise aiohttp.ClientConnectorError(key, exc) from exc
+            raise UpstreamConnectError(host, port, exc) from exc
         return proto
 
-    def release(self, key: _Key, proto: ResponseHandler) -> None:
-        if self._closed or proto.should_close or not proto.is_connected():
+    def release(self, key: _Key, proto: UpstreamProtocol) -> None:
+        if self._closed or not proto.reusable:
             proto.close()
             return
+        proto.release()
         idle = self._idle.setdefault(key, [])
-        now = time.monotonic()
+        now = self._clock()
         stale = now - self._keepalive_s
         while idle and idle[0][0] < stale:
             # Connections idle past the keep-alive time are not reused: drop the oldest.

@@ -29,7 +29,7 @@ from ..problems import problem
 from ..shutdown import STOPPING_MESSAGE, DaemonStopping, Stopping
 from ..wake.contract import Gate, WakeError, WakeState
 from . import waiting
-from .fastpath import FAST_METHODS, FastPool, FastResponse, request_head
+from .fastpath import FAST_METHODS, FastPool, FastResponse, UpstreamConnectError, request_head
 from .headers import TrustedProxies, client_response_headers, upstream_request_headers
 from .loading_page import EVENTS_PATH
 from .routes import RouteMatch, RouteTable
@@ -549,7 +549,7 @@ class HttpProxy:
             )
         elif isinstance(exc, TimeoutError):
             status, detail = 504, f"{guest} sent no response within {cfg.read_timeout}s"
-        elif isinstance(exc, aiohttp.ClientConnectorError):
+        elif isinstance(exc, (aiohttp.ClientConnectorError, UpstreamConnectError)):
             status, detail = 502, f"cannot connect to {guest}"
         else:
             status, detail = 502, f"{guest} failed before responding"
