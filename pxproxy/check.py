@@ -9,10 +9,10 @@ from .config.allowlists import parse_guest_entry
 from .config.dependencies import dependency_problems, ref_key, route_edges
 from .config.models import Config
 from .config.problems import Problem
-from .daemon import make_poller
 from .inventory.snapshot import Snapshot
 from .inventory.store import Inventory
 from .pve.errors import PveError
+from .services import make_poller
 
 
 async def check(config: Config, out: TextIO) -> int:

@@ -1,14 +1,12 @@
-"""The daemon: owns the pollers, the API listener and their shutdown."""
+"""The daemon: owns the services (pxproxy/services.py), the listeners and their shutdown."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -16,17 +14,12 @@ from aiohttp import web
 from . import startup_summary
 from .api.app import build_app, make_context
 from .api.audit import AuditLog
-from .api.handlers.guest_streams import setup_guest_streams
-from .api.handlers.stats import setup_stats
 from .api.listener import handler_kwargs as api_handler_kwargs
 from .api.listener import head_limits as api_head_limits
 from .audit.chained_file import AuditFileError
 from .config.loader import ConfigError
-from .config.models import ClusterConfig, Config, is_loopback_host, split_address
-from .inventory.address_policy import AddressPolicy
-from .inventory.ip_resolution import IpResolver
-from .inventory.node_aliases import node_aliases
-from .inventory.poller import ClusterPoller, PollSettings
+from .config.models import Config, is_loopback_host, split_address
+from .inventory.poller import ClusterPoller
 from .inventory.seen_records import SeenGuests, remembered_addresses
 from .inventory.store import Inventory
 from .listeners.bind_errors import listening
@@ -35,61 +28,19 @@ from .metrics import Metrics
 from .proxy.http import HttpProxy
 from .proxy.routes import RouteTable
 from .proxy.tcp import TcpProxy
-from .pve.client import PveClient
+from .services import Services, alias_sources, make_poller
 from .shutdown import Stopping
 from .state.memory_store import MemoryStore
 from .state.opening import open_store
 from .state.store import SavedState, StateError
 from .state.writer import StateWriter
-from .wake.contract import Gate, WakeState
 from .wake.manager import DependencyCycleError, WakeManager
-from .wake.power import PvePowerControl
 
 log = logging.getLogger(__name__)
 
-
-def alias_sources(config: Config) -> list[tuple[str, str]]:
-    """(guest ref, alias) pairs from `guests:` and from the first label of route hosts."""
-    pairs = [(ref, a.lower()) for ref, extra in config.guests.items() for a in extra.aliases]
-    for route in config.routes:
-        for host in route.host or ():
-            if not host.startswith("*."):
-                pairs.append((route.guest, host.split(".", 1)[0].lower()))
-    return pairs
+__all__ = ["Daemon", "alias_sources", "make_poller"]
 
 
-def make_poller(
-    name: str,
-    cluster: ClusterConfig,
-    inventory: Inventory,
-    config: Config,
-    metrics: Metrics | None,
-    clock: Callable[[], float] = time.monotonic,
-) -> tuple[ClusterPoller, PveClient]:
-    client = PveClient(cluster)
-    resolver = IpResolver(
-        client,
-        policy=AddressPolicy(cluster.ips),
-        concurrency=cluster.resolve_concurrency,
-        refresh_s=cluster.ip_refresh,
-        clock=clock,
-    )
-    poller = ClusterPoller(
-        name,
-        client,
-        resolver,
-        inventory.publish,
-        settings=PollSettings(cluster.poll_interval, cluster.backoff_max, cluster.node_refresh),
-        extra_aliases=alias_sources(config),
-        node_aliases=node_aliases(config.nodes, name),
-        on_poll=metrics.on_poll if metrics else None,
-        on_rejected=metrics.on_rejected if metrics else None,
-        clock=clock,
-    )
-    return poller, client
-
-
-FIRST_POLL_WAIT_S = 15.0
 # After shutdown_grace, cancelled handlers get this long to finish their cleanup.
 DRAIN_EXTRA_S = 1.0
 
@@ -104,24 +55,23 @@ class Daemon:
         self.stopping = Stopping()
         names = config.cluster_names()
         self.metrics.watch_inventory(lambda: self.inventory.snapshot, lambda: names)
-        self.pollers: list[ClusterPoller] = []
-        self._clients: dict[str, PveClient] = {}
-        for name, cluster in zip(names, config.proxmox, strict=True):
-            poller, client = make_poller(name, cluster, self.inventory, config, self.metrics)
-            self.pollers.append(poller)
-            self._clients[name] = client
-        self._tasks: list[asyncio.Task[None]] = []
+        try:
+            # Every service, built at once: idle-watch too, whose refs resolve lazily.
+            self.services = Services(config, self.inventory, self.metrics)
+        except DependencyCycleError as exc:
+            raise ConfigError(f"routes: {exc}") from None
+        self.wake: WakeManager = self.services.wake
+        self._clients = self.services.clients
         self._summaries = startup_summary.ClusterSummaries(self.inventory, self._clients)
         self._api_runner: web.AppRunner | None = None
         self._proxy_runner: web.BaseRunner | None = None
         self._listeners: list[GuardedListener] = []
-        self.wake: WakeManager | None = None
         http_routes = [r for r in config.routes if r.host]
         self.http_proxy = (
             HttpProxy(
                 RouteTable(config.routes),
                 self.inventory,
-                self._gate,
+                self.wake.gate_for,
                 config.proxy,
                 self.metrics,
                 stopping=self.stopping,
@@ -134,7 +84,7 @@ class Daemon:
             TcpProxy(
                 tcp_routes,
                 self.inventory,
-                self._gate,
+                self.wake.gate_for,
                 connect_timeout_s=config.proxy.connect_timeout,
                 hooks=self.metrics,
             )
@@ -145,23 +95,10 @@ class Daemon:
         self.api_port: int | None = None
         self.proxy_port: int | None = None
         self.state: StateWriter | None = None  # opened by start()
-        self._saved = SavedState()
 
-    def _gate(self, route_index: int) -> Gate:
-        if self.wake is None:
-            raise RuntimeError("idle-watch is not started")
-        return self.wake.gate_for(route_index)
-
-    def _note_power_action(self, guest_ref: str, action: str) -> None:
-        if self.wake is not None:
-            self.wake.note_power_action(guest_ref, action)
-
-    def _route_states(self) -> dict[int, WakeState]:
-        return dict(self.wake.states()) if self.wake is not None else {}
-
-    def _route_gate(self, route_index: int) -> Gate | None:
-        # The API's wake endpoint; None (a 503) until idle-watch has started.
-        return self.wake.gate_for(route_index) if self.wake is not None else None
+    @property
+    def pollers(self) -> list[ClusterPoller]:
+        return [c.poller for c in self.services.clusters]
 
     async def start(self) -> None:
         """API first (so /health answers at once), then polling, idle-watch and the proxies."""
@@ -176,19 +113,21 @@ class Daemon:
             self.audit = AuditLog.open(self.config.audit.path)
         except AuditFileError as exc:
             raise ConfigError(f"audit.path: {exc}") from None
+        services = self.services
         ctx = make_context(
             self.config,
             self.inventory,
             self.metrics,
             loopback,
-            self._route_states,
+            wake=self.wake,
             clients=self._clients,
             stopping=self.stopping,
-            route_gate=self._route_gate,
-            note_power_action=self._note_power_action,
+            power=services.power,
             audit=self.audit,
+            shells=services.shells,
+            stats=services.stats,
         )
-        app = build_app(ctx, setup=[setup_stats, setup_guest_streams])
+        app = build_app(ctx)
         self._api_runner = web.AppRunner(
             app,
             access_log=None,
@@ -212,9 +151,11 @@ class Daemon:
         self._listeners.append(listener)
         self.api_port = listener.port
         log.info("pxproxy API listening on %s:%s", host, self.api_port)
-        self._saved = await self._open_state()
-        for poller in self.pollers:
-            self._tasks.append(asyncio.create_task(poller.run(), name=f"poll:{poller.name}"))
+        saved = await self._open_state()
+        # No wait for the first poll: refs resolve against the live snapshot as it comes.
+        await self.services.start(saved)
+        if self.state is not None:
+            self.state.add_source(self.wake)
         self._summaries.start()
         if self.config.routes:
             await self._start_routing()
@@ -245,31 +186,13 @@ class Daemon:
             store, saved = MemoryStore(), SavedState()
         interval = self.config.state.activity_interval
         self.state = StateWriter(store, saved, activity_interval_s=interval)
-        for poller in self.pollers:
-            poller.resolver.remember(remembered_addresses(saved.guests, poller.name))
+        for cluster in self.services.clusters:
+            cluster.resolver.remember(remembered_addresses(saved.guests, cluster.name))
         self.state.add_source(SeenGuests(self.inventory, saved.guests))
         self.state.start()
         return saved
 
     async def _start_routing(self) -> None:
-        # Routes to one guest by name and by vmid share a waker only if refs resolve when
-        # the manager is built, and the first request needs addresses: give the first poll
-        # cycle (resources and address resolution) a moment.
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(FIRST_POLL_WAIT_S):
-                await asyncio.gather(*(p.first_cycle.wait() for p in self.pollers))
-        try:
-            self.wake = WakeManager(
-                self.config.routes,
-                self.inventory,
-                PvePowerControl(self._clients),
-                observer=self.metrics,
-            )
-        except DependencyCycleError as exc:
-            raise ConfigError(f"routes: {exc}") from None
-        await self.wake.start(self._saved, status=self._clients)
-        if self.state is not None:
-            self.state.add_source(self.wake)
         if self.http_proxy is not None:
             host, port = split_address(self.config.listen.proxy)
             self._proxy_runner = self.http_proxy.make_runner(
@@ -302,6 +225,9 @@ class Daemon:
         grace = self.config.shutdown_grace
         started = time.monotonic()
         await self._stop_listening()
+        # The stats hub ends its streams now (each with its last word), before the drain
+        # waits for them; services.stop() below finds it closed.
+        await self.services.stats.close()
         drains = [self._drain_runner(self._proxy_runner), self._drain_runner(self._api_runner)]
         if self.tcp_proxy is not None:
             drains.append(self.tcp_proxy.close(grace))
@@ -315,19 +241,10 @@ class Daemon:
         self._proxy_runner = self._api_runner = None
         if self.http_proxy is not None:
             await self.http_proxy.close()
-        if self.wake is not None:
-            await self.wake.stop()
         if self.state is not None:
-            await self.state.stop()  # after idle-watch: its last activity is saved too
+            await self.state.stop()  # its last look at idle-watch is taken before it stops
         await self._summaries.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks.clear()
-        for client in self._clients.values():
-            await client.close()
+        await self.services.stop()  # idle-watch, stats, shells, pollers, clients: in reverse
         if self.audit is not None:
             self.audit.close()
         log.info("stopped after %.1fs", time.monotonic() - started)

@@ -15,11 +15,12 @@ from ..listeners.server_header import on_response_prepare
 from ..metrics import Metrics
 from ..pve.client import PveClient
 from ..shutdown import Stopping
-from ..wake.contract import Gate, WakeState
+from ..streams.shell_runner import ShellRunner
+from ..streams.stats import StatsHub
 from . import handlers
 from .audit import AuditLog
 from .auth import ANONYMOUS, Principal, TokenAuthority
-from .context import PRINCIPAL, ApiContext
+from .context import PRINCIPAL, ApiContext, PowerActions, RouteWake
 from .handlers import Handler
 from .problems import ApiError, problem_response
 
@@ -136,12 +137,13 @@ def make_context(
     inventory: Inventory,
     metrics: Metrics,
     loopback: bool,
-    route_states: Callable[[], Mapping[int, WakeState]] = dict,
+    wake: RouteWake | None = None,
     clients: Mapping[str, PveClient] | None = None,
     stopping: Stopping | None = None,
-    route_gate: Callable[[int], Gate | None] | None = None,
-    note_power_action: Callable[[str, str], None] | None = None,
+    power: PowerActions | None = None,
     audit: AuditLog | None = None,
+    shells: ShellRunner | None = None,
+    stats: StatsHub | None = None,
 ) -> ApiContext:
     return ApiContext(
         config=config,
@@ -150,10 +152,11 @@ def make_context(
         authority=TokenAuthority(config.api.tokens),
         loopback_listener=loopback,
         cluster_names=config.cluster_names(),
-        route_states=route_states,
+        wake=wake,
+        power=power,
         clients=dict(clients or {}),
         stopping=stopping or Stopping(),
-        route_gate=route_gate or (lambda _index: None),
-        note_power_action=note_power_action or (lambda _ref, _action: None),
         audit=audit or AuditLog(),
+        shells=shells,
+        stats=stats,
     )

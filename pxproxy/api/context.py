@@ -2,22 +2,56 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
 from ..config.models import Config
+from ..inventory.model import Guest
 from ..inventory.store import Inventory
 from ..metrics import Metrics
 from ..pve.client import PveClient
+from ..pve.models import TaskStatus
 from ..routing.hosts import RouteTable
 from ..shutdown import Stopping
+from ..streams.shell_runner import ShellRunner
+from ..streams.stats import StatsHub
 from ..wake.contract import Gate, WakeState
 from .audit import AuditLog
 from .auth import Principal, TokenAuthority
 
 PRINCIPAL = web.RequestKey("principal", Principal)
+
+
+class RouteWake(Protocol):
+    """Idle-watch as the API sees it (`wake.manager.WakeManager` fits)."""
+
+    def states(self) -> Sequence[tuple[int, WakeState]]:
+        """(route index, wake state) of every route."""
+
+    def gate_for(self, route_index: int) -> Gate: ...
+
+
+class SentAction(Protocol):
+    @property
+    def upid(self) -> str: ...
+
+    @property
+    def joined_wake(self) -> bool:
+        """The action joined a wake in flight: `upid` is that wake's own start."""
+
+
+class PowerActions(Protocol):
+    """The one power path (`wake.service.PowerService` fits): through idle-watch's waker
+    when the guest has one, so idle-watch knows at once and the API sees the wake."""
+
+    def serves(self, cluster: str) -> bool: ...
+
+    async def act(self, guest: Guest, action: str) -> SentAction: ...
+
+    async def wait(self, guest: Guest, upid: str, timeout_s: float) -> TaskStatus: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,16 +62,16 @@ class ApiContext:
     authority: TokenAuthority
     loopback_listener: bool
     cluster_names: list[str]
-    # Wake state by route index; routes without idle-watch are absent (always ready).
-    route_states: Callable[[], Mapping[int, WakeState]] = dict
-    # The idle-watch gate of a route index (POST .../wake); None before idle-watch runs.
-    route_gate: Callable[[int], Gate | None] = field(default=lambda _index: None)
-    # Tells idle-watch that the power API acted on a guest (guest ref, action), so that it
-    # does not take the change for one made outside pxproxy.
-    note_power_action: Callable[[str, str], None] = field(default=lambda _ref, _action: None)
+    # Idle-watch: the wake state and gate of each route (None: no idle-watch in this app).
+    wake: RouteWake | None = None
+    # Power actions (None: not set up in this app, a 503).
+    power: PowerActions | None = None
     # The Proxmox client of each cluster, by cluster name (streams and power actions).
     clients: Mapping[str, PveClient] = field(default_factory=dict)
     audit: AuditLog = field(default_factory=AuditLog)
+    # The daemon's shell runner and stats hub (None: an app-level setup step provides them).
+    shells: ShellRunner | None = None
+    stats: StatsHub | None = None
     # Set when the daemon (or the app) begins to stop: long-lived streams end themselves.
     stopping: Stopping = field(default_factory=Stopping)
     # The same host → route table class the proxy uses, so ?host= decides as the proxy does.

@@ -86,8 +86,8 @@ class ClusterPoller:
         self._status_warning: str | None = None
         self._last: ClusterSnapshot | None = None
         self.stats = PollStats()
-        # Set once the first cycle ended (addresses resolved, or the poll failed): what start-up
-        # waits for before it routes, so the first request finds resolved addresses.
+        # Set once the first cycle ended (addresses resolved, or the poll failed), for callers
+        # that want resolved addresses before they go on (tests); the daemon does not wait.
         self.first_cycle = asyncio.Event()
 
     @property

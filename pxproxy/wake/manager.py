@@ -9,9 +9,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 
 from ..config.models import IdleConfig, RouteConfig
+from ..inventory.model import Guest
 from ..inventory.snapshot import Snapshot
 from ..startup_summary import route_name
-from ..state.store import SavedState
+from ..state.store import SavedState, guest_key
 from .contract import AlwaysReady, Gate, WakeState
 from .power import PowerControl
 from .readiness import Probe, probe_for
@@ -39,7 +40,10 @@ class WakeManager:
     """Builds one Waker per guest that has an idle route (routes to one guest share it; the
     first route's idle settings and port win) plus Wakers for their depends_on guests.
 
-    Call `start()` once the inventory is polling and `stop()` on shutdown.
+    Refs resolve lazily: wakers are built from the config at once, one per ref text, and
+    bound to the guest a ref names when it is first found; wakers whose refs turn out to name
+    one guest (by name and by vmid) are merged into the first. Call `start()` once, `stop()`
+    on shutdown; gates work from construction on (a wake waits for the first poll).
     """
 
     def __init__(
@@ -60,13 +64,17 @@ class WakeManager:
         self._inventory = inventory
         self._check_interval_s = check_interval_s
         self._task: asyncio.Task[None] | None = None
-        self._by_key: dict[str, Waker] = {}
+        self._wakers: list[Waker] = []  # in the order built: route wakers first
+        self._by_guest: dict[str, Waker] = {}  # guest key -> the waker that owns the guest
+        self._merged: list[Waker] = []  # merged away: closed on stop
         self._gates: list[Gate] = []
-        self._route_keys: dict[Waker, list[str]] = {}
         self._carry: SavedState | None = None
+        self._saved: SavedState | None = None
+        self._status: Mapping[str, GuestStatusApi] = {}
+        by_ref: dict[str, Waker] = {}
 
         def make(ref: str, idle: IdleConfig | None, route: RouteConfig | None) -> Waker:
-            return Waker(
+            waker = Waker(
                 ref,
                 inventory=inventory,
                 power=power,
@@ -78,34 +86,26 @@ class WakeManager:
                 observer=observer,
                 probe_interval_s=probe_interval_s,
                 sync_grace_s=sync_grace_s,
+                bind=self._bound,
             )
+            self._wakers.append(waker)
+            return by_ref.setdefault(ref.strip().lower(), waker)
 
         for route in self._routes:
             if route.idle is None:
                 self._gates.append(AlwaysReady())
                 continue
-            key = self._key(route.guest)
-            waker = self._by_key.get(key)
-            if waker is None:
-                waker = self._by_key[key] = make(route.guest, route.idle, route)
+            waker = by_ref.get(route.guest.strip().lower()) or make(route.guest, route.idle, route)
             waker.routes.append(route_name(route))
             self._gates.append(waker)
-        for waker in list(self._by_key.values()):
+        for waker in list(self._wakers):
             for ref in waker.idle.depends_on if waker.idle else ():
-                key = self._key(ref)
-                dep = self._by_key.get(key)
-                if dep is None:
-                    # Woken for its dependents, never stopped: it has no idle settings.
-                    dep = self._by_key[key] = make(ref, None, None)
+                # Woken for its dependents, never stopped: it has no idle settings.
+                dep = by_ref.get(ref.strip().lower()) or make(ref, None, None)
                 waker.dependencies.append(dep)
                 dep.dependents.append(waker)
         self._check_cycles()
-
-    def _key(self, ref: str) -> str:
-        """The guest a ref names now, so that refs by name and by vmid share a waker; a ref
-        that does not resolve yet is keyed by its text."""
-        found = resolve_guest(self._inventory.snapshot, ref)
-        return f"ref:{ref.strip().lower()}" if isinstance(found, str) else f"guest:{found.ref}"
+        self._bind_all()
 
     def _check_cycles(self) -> None:
         done: set[int] = set()
@@ -120,8 +120,53 @@ class WakeManager:
                 visit(dep, [*path, waker])
             done.add(id(waker))
 
-        for waker in self._by_key.values():
+        for waker in self._wakers:
             visit(waker, [])
+
+    # ------------------------------------------------------------------ lazy refs
+
+    def _bind_all(self) -> None:
+        """Bind every waker whose ref names a guest in the live snapshot, in the order built
+        (so a route's waker owns its guest before a dependency-only one does)."""
+        snapshot = self._inventory.snapshot
+        if not snapshot.clusters:
+            return
+        for waker in list(self._wakers):
+            found = resolve_guest(snapshot, waker.ref)
+            if isinstance(found, str):
+                continue
+            key = guest_key(found.cluster, found.id)
+            owner = self._by_guest.setdefault(key, waker)
+            if owner is not waker:
+                self._merge(waker, owner)
+
+    def _bound(self, waker: Waker) -> Waker:
+        """The waker that owns the guest `waker`'s ref names now (a wake asks before it acts)."""
+        self._bind_all()
+        while waker.merged is not None:
+            waker = waker.merged
+        return waker
+
+    def _merge(self, dup: Waker, owner: Waker) -> None:
+        log.info("idle-watch: %s and %s name one guest: one waker for both", owner.ref, dup.ref)
+        dup.merge_into(owner)
+        self._gates = [owner if gate is dup else gate for gate in self._gates]
+        for dep in dup.dependencies:
+            dep.dependents = [d for d in dep.dependents if d is not dup]
+            if dep is owner or dep in owner.dependencies or _reaches(dep, owner):
+                continue  # a self-reference or a cycle through the merged guest: dropped
+            owner.dependencies.append(dep)
+            dep.dependents.append(owner)
+        for dependent in dup.dependents:
+            if dependent is owner:  # the owner depended on its own guest: dropped
+                owner.dependencies = [d for d in owner.dependencies if d is not dup]
+                continue
+            deps = [owner if d is dup else d for d in dependent.dependencies]
+            dependent.dependencies = list(dict.fromkeys(deps))
+            if dependent not in owner.dependents:
+                owner.dependents.append(dependent)
+        self._wakers.remove(dup)
+        self._merged.append(dup)
 
     # ------------------------------------------------------------------ for the proxy/API
 
@@ -133,35 +178,48 @@ class WakeManager:
         """(route index, state) for every route, for `/api/v1/routes`."""
         return [(i, gate.state) for i, gate in enumerate(self._gates)]
 
-    def note_power_action(self, guest_ref: str, action: str) -> None:
-        """The power API ran `action` on the guest `guest_ref` (cluster:vmid): its waker
-        takes what the inventory shows next as pxproxy's doing, not a change made outside."""
-        snapshot = self._inventory.snapshot
-        for waker in self._by_key.values():
-            found = resolve_guest(snapshot, waker.ref)
-            if not isinstance(found, str) and found.ref == guest_ref:
-                waker.note_power_action(action)
+    def waker_for(self, guest: Guest) -> Waker | None:
+        """The waker of a guest (cluster:vmid), if it has an idle route or is a dependency."""
+        self._bind_all()
+        return self._by_guest.get(guest_key(guest.cluster, guest.id))
 
     def records(self) -> SavedState:
         """What of idle-watch survives a restart, now (`state.writer.StateSource`)."""
-        if self._carry is not None and all(w.persisted() for w in self._by_key.values()):
+        if self._carry is not None and all(w.persisted() for w in self._wakers):
             self._carry = None  # every guest found: the loaded records are all taken over
-        return wake_records(self._by_key.values(), self._route_keys, self._carry)
+        return wake_records(self._wakers, routes_of(self._routes, self._gates), self._carry)
 
     @property
     def wakers(self) -> list[Waker]:
         """Every waker, dependencies included."""
-        return list(self._by_key.values())
+        return list(self._wakers)
 
     # ------------------------------------------------------------------ lifecycle
 
     def tick(self) -> None:
         """One round: follow the current snapshot, then check idle deadlines."""
+        self._bind_all()
         snapshot = self._inventory.snapshot
-        for waker in self._by_key.values():
+        for waker in list(self._wakers):
             waker.observe(snapshot)
-        for waker in self._by_key.values():
+        for waker in list(self._wakers):
             waker.check_idle()
+
+    async def _restore_found(self) -> None:
+        """The last run's records, for each waker whose guest the snapshot now shows (with
+        status/current where it matters): a guest that appears late still gets them."""
+        if self._saved is None:
+            return
+        self._bind_all()
+        snapshot = self._inventory.snapshot
+        found = [
+            w
+            for w in self._wakers
+            if w.restoring and not isinstance(resolve_guest(snapshot, w.ref), str)
+        ]
+        if found:
+            keys = routes_of(self._routes, self._gates)
+            await restore_wakers(found, keys, snapshot, self._saved, self._status)
 
     async def start(
         self,
@@ -173,12 +231,12 @@ class WakeManager:
         to ask status/current of running VMs on suspend routes (paused or not)."""
         if self._task is not None:
             raise RuntimeError("WakeManager already started")
-        self._route_keys = routes_of(self._routes, self._gates)
         if saved is not None:
-            self._carry = saved
-            snapshot = self._inventory.snapshot
-            wakers = self._by_key.values()
-            await restore_wakers(wakers, self._route_keys, snapshot, saved, status or {})
+            self._carry = self._saved = saved
+            self._status = status or {}
+            for waker in self._wakers:
+                waker.restore_pending()
+        await self._restore_found()
         self.tick()
         self._task = asyncio.create_task(self._run(), name="idle-watch")
 
@@ -189,7 +247,7 @@ class WakeManager:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for waker in self._by_key.values():
+        for waker in [*self._wakers, *self._merged]:
             await waker.close()
 
     async def _run(self) -> None:
@@ -199,9 +257,24 @@ class WakeManager:
             with contextlib.suppress(TimeoutError):
                 seen = await self._inventory.wait_until(_newer_than(seen), self._check_interval_s)
             try:
+                await self._restore_found()
                 self.tick()
             except Exception:  # a bug in one round must not end idle-watch for good
                 log.exception("idle-watch round failed")
+
+
+def _reaches(start: Waker, target: Waker) -> bool:
+    """Whether `target` is among the dependencies of `start`, however deep."""
+    seen: set[int] = set()
+    todo = [start]
+    while todo:
+        waker = todo.pop()
+        if waker is target:
+            return True
+        if id(waker) not in seen:
+            seen.add(id(waker))
+            todo.extend(waker.dependencies)
+    return False
 
 
 def _newer_than(seen: Snapshot) -> Callable[[Snapshot], bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import weakref
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -96,13 +97,59 @@ def guest_label(guest: Guest) -> str:
 
 
 class PvePowerControl:
-    """PowerControl over one PveClient per cluster (keyed by the inventory's cluster name)."""
+    """PowerControl over one PveClient per cluster (keyed by the inventory's cluster name).
+
+    Also the plain path of the power API (`send` and `wait`), and the record of which task
+    sent which Proxmox task, so the API can join a wake's own start (`sent_by`)."""
 
     def __init__(
         self, clients: Mapping[str, PowerApi], *, task_timeout_s: float = TASK_TIMEOUT_S
     ) -> None:
         self._clients = dict(clients)
         self._task_timeout_s = task_timeout_s
+        # The UPID of the last Proxmox task each asyncio task sent (a waker's wake), while
+        # that asyncio task lives; and an event set on every send, for those waiting for one.
+        # Weak: an entry goes with its task, and nobody asks after a task nobody holds.
+        self._sent: weakref.WeakKeyDictionary[asyncio.Task[object], str] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._sent_event = asyncio.Event()
+
+    def serves(self, cluster: str) -> bool:
+        return cluster in self._clients
+
+    def sent_by(self, task: asyncio.Task[object]) -> str | None:
+        """The UPID of the last Proxmox task `task` sent, if any."""
+        return self._sent.get(task)
+
+    async def next_send(self) -> None:
+        """Return at the next Proxmox task sent through this control."""
+        await self._sent_event.wait()
+
+    async def send(self, guest: Guest, action: str, **params: str | int) -> str:
+        """Send `action` and return its UPID, without waiting for the task (PveError raised)."""
+        client = self._client(guest, action)
+        upid = await client.guest_action(guest.type, guest.node, guest.vmid, action, **params)
+        task = asyncio.current_task()
+        if task is not None:
+            self._sent[task] = upid
+        event, self._sent_event = self._sent_event, asyncio.Event()
+        event.set()
+        return upid
+
+    async def wait(
+        self, guest: Guest, upid: str, timeout_s: float, *, poke: asyncio.Event | None = None
+    ) -> TaskStatus:
+        """The task's end (PveError raised, PveTaskTimeoutError past `timeout_s`)."""
+        return await self._client(guest, "wait").wait_task(upid, timeout_s, poke=poke)
+
+    def _client(self, guest: Guest, action: str) -> PowerApi:
+        client = self._clients.get(guest.cluster)
+        if client is None:
+            raise PowerError(
+                guest_label(guest), action, f"no Proxmox client for cluster {guest.cluster!r}"
+            )
+        return client
 
     async def start(self, guest: Guest, *, poke: asyncio.Event | None = None) -> None:
         await self._run(guest, "start", self._task_timeout_s, poke=poke)
@@ -138,13 +185,10 @@ class PvePowerControl:
         **params: str | int,
     ) -> None:
         label = guest_label(guest)
-        client = self._clients.get(guest.cluster)
-        if client is None:
-            raise PowerError(label, action, f"no Proxmox client for cluster {guest.cluster!r}")
         upid: str | None = None
         try:
-            upid = await client.guest_action(guest.type, guest.node, guest.vmid, action, **params)
-            status = await client.wait_task(upid, wait_s, poke=poke)
+            upid = await self.send(guest, action, **params)
+            status = await self.wait(guest, upid, wait_s, poke=poke)
         except PveError as exc:
             raise power_error(label, action, exc, upid=upid) from exc
         if not status.ok:

@@ -48,6 +48,14 @@ PowerOn = Literal["start", "resume"]
 
 _AWAKE = (WakeState.WAKING, WakeState.READY, WakeState.STOPPING)
 
+# What the power API's actions make of the guest: how it sleeps after them.
+_API_SLEEPS = ("stop", "shutdown", "suspend")
+
+
+class _MergedAway(Exception):
+    """This waker's ref turned out to name a guest another waker owns (a route by name and
+    one by vmid): the wake goes on in that waker."""
+
 
 class SnapshotSource(Protocol):
     """What the waker reads from the inventory (`inventory.store.Inventory` fits)."""
@@ -70,6 +78,10 @@ class _Failure:
     def error(self, guest: str, retry_after_s: float) -> WakeError:
         kind = WakeTimeout if self.timeout else WakeError
         return kind(guest, self.message, retry_after_s)
+
+
+# The outcome of a wake handed over to the waker that owns the guest (`_MergedAway`).
+_MERGED = _Failure(False, "merged into the guest's own waker")
 
 
 def _cancelling() -> bool:
@@ -110,8 +122,17 @@ class Waker:
         probe_interval_s: float = PROBE_INTERVAL_S,
         sync_grace_s: float = SYNC_GRACE_S,
         wall: Callable[[], float] = time.time,
+        bind: Callable[[Waker], Waker] | None = None,
     ) -> None:
         self.ref = ref
+        # The manager's binding: the waker that owns the guest this ref names now (self, or
+        # another waker whose ref names the same guest). None: this waker is alone.
+        self._bind = bind
+        self._merged: Waker | None = None
+        # Clear while the last run's records wait to be applied (the guest not seen yet).
+        self._restored = asyncio.Event()
+        self._restored.set()
+        self._by_api = False  # the running wake was begun by the power API
         self.idle = idle
         self._settings = idle or IdleConfig()
         self._inventory = inventory
@@ -165,6 +186,8 @@ class Waker:
 
     @property
     def state(self) -> WakeState:
+        if self._merged is not None:
+            return self._merged.state
         return self._progress.state
 
     @property
@@ -181,6 +204,8 @@ class Waker:
         return self.state in _AWAKE
 
     async def ready(self, *, wake: bool = True) -> None:
+        if self._merged is not None:
+            return await self._merged.ready(wake=wake)
         if self.state is WakeState.READY:
             if wake:
                 self.activity()
@@ -199,16 +224,25 @@ class Waker:
                 # The wake was abandoned (close), not this waiter: an answer, not a cancellation.
                 raise WakeError(self.ref, ABANDONED, self._settings.retry_after) from None
             raise
+        if failure is _MERGED and self._merged is not None:
+            return await self._merged.ready(wake=wake)
         if failure is not None:
             raise failure.error(self.ref, self._settings.retry_after)
         if wake:
             self.activity()
 
     def activity(self) -> None:
+        if self._merged is not None:
+            self._merged.activity()
+            return
         self._last_activity = self._clock()
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
+        if self._merged is not None:
+            with self._merged.hold():
+                yield
+            return
         self._holds += 1
         try:
             yield
@@ -218,6 +252,10 @@ class Waker:
             self.activity()
 
     async def progress(self) -> AsyncIterator[WakeProgress]:
+        if self._merged is not None:
+            async for item in self._merged.progress():
+                yield item
+            return
         queue: asyncio.Queue[WakeProgress] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
@@ -237,6 +275,8 @@ class Waker:
         if not snapshot.clusters:
             return  # no poll has finished yet: nothing is known
         found = resolve_guest(snapshot, self.ref)
+        if not isinstance(found, str) and not self._restored.is_set():
+            return  # found: the last run's records come first (the manager's next round)
         if not isinstance(found, str):
             self._found(found)
         if self._busy():
@@ -282,7 +322,68 @@ class Waker:
         if action in ("start", "resume", "stop", "shutdown"):
             self._slept = None
 
+    # ------------------------------------------------------------ the power API
+
+    def wake_for_api(self) -> asyncio.Task[_Failure | None] | None:
+        """A start or resume through the power API: the wake in flight, or a new one (an
+        operator's explicit start is not held back by the circuit). None: already ready."""
+        if self.state is WakeState.READY:
+            return None
+        task = self._wake_task
+        if task is None or task.done():
+            self._failure = None
+            self._circuit_until = float("-inf")
+            task = self._begin_wake()
+            self._by_api = True
+        return task
+
+    def slept_by_api(self, action: str, guest: Guest) -> None:
+        """The power API sent stop, shutdown or suspend: how the guest sleeps now, so the next
+        request wakes it the right way (a VM suspended through the API is resumed)."""
+        slept: Slept = "stopped"
+        if action == "suspend":
+            slept = "paused" if guest.type == "qemu" else "suspended"
+        self._slept = slept
+        self._slept_at = self._wall()
+        self._failure = None
+        self._circuit_until = float("-inf")
+        self._noted = None
+        self._expect("running" if slept == "paused" else "stopped")
+        log.info(
+            "idle-watch: %s %s through pxproxy's power API, now %s",
+            self.ref,
+            action,
+            slept,
+            extra=self._fields(action=action, slept=slept),
+        )
+        if not self._busy():
+            self._set(WakeState.ASLEEP, slept)
+
+    # ------------------------------------------------------------ shared guests
+
+    def merge_into(self, owner: Waker) -> None:
+        """This waker's ref names `owner`'s guest: every caller is handed over to `owner`,
+        which takes this waker's routes (and idle settings, when it had none of its own)."""
+        self._merged = owner
+        owner.routes.extend(r for r in self.routes if r not in owner.routes)
+        if owner.idle is None and self.idle is not None:
+            owner.idle, owner._settings = self.idle, self._settings
+            owner._port, owner._probe, self._probe = self._port, self._probe, None
+
+    @property
+    def merged(self) -> Waker | None:
+        return self._merged
+
     # ------------------------------------------------------------ across restarts
+
+    def restore_pending(self) -> None:
+        """The last run's records come once the guest is found (`restore`): until then the
+        snapshot is not followed and a wake waits for them."""
+        self._restored.clear()
+
+    @property
+    def restoring(self) -> bool:
+        return not self._restored.is_set()
 
     def restore(
         self, saved: SavedState, *, paused: bool | None = None, activity_at: float | None = None
@@ -291,6 +392,7 @@ class Waker:
         to sleep, an open circuit, the last activity), applied when the guest is found.
         `paused`: what status/current said of a running VM (None: not asked)."""
         self._saved, self._saved_paused, self._saved_activity = saved, paused, activity_at
+        self._restored.set()
 
     def persisted(self) -> tuple[str, Sleep | None, Circuit | None] | None:
         """(guest key, how it sleeps, open circuit) to save; None before the guest was found."""
@@ -362,6 +464,7 @@ class Waker:
 
     async def close(self) -> None:
         """Cancel and await what this waker runs; release its probe."""
+        self._restored.set()
         tasks = (self._wake_task, self._stop_task, self._late_task)
         for task in tasks:
             if task is not None and not task.done():
@@ -413,6 +516,7 @@ class Waker:
             step = "checking that it serves"
         else:
             step = "waiting for the guest to stop" if stopping else "starting"
+            self._by_api = False
             self._stats.wake_started(self.ref)
             log.info("idle-watch: waking %s", self.ref, extra=self._fields())
         self._set(WakeState.WAKING, step)
@@ -429,6 +533,9 @@ class Waker:
         except asyncio.CancelledError:
             self._abandoned()
             raise
+        except _MergedAway:
+            self._set(WakeState.ASLEEP, "asleep")
+            return _MERGED
         except TimeoutError:
             failure = _Failure(True, f"not ready after {self._settings.wake_timeout:g}s")
         except PowerOutcomeUnknown as exc:
@@ -453,12 +560,19 @@ class Waker:
             self._last_activity = self._clock()
             self._set(WakeState.READY, "ready")
             seconds = self._clock() - started
-            log.info(
-                "idle-watch: %s ready after %.2fs",
-                self.ref,
-                seconds,
-                extra=self._fields(duration_s=round(seconds, 3)),
-            )
+            if self._by_api:
+                log.info(
+                    "idle-watch: %s is running (started through pxproxy's power API)",
+                    self.ref,
+                    extra=self._fields(duration_s=round(seconds, 3), outside=False),
+                )
+            else:
+                log.info(
+                    "idle-watch: %s ready after %.2fs",
+                    self.ref,
+                    seconds,
+                    extra=self._fields(duration_s=round(seconds, 3)),
+                )
             if settling:
                 self._stats.wake_settled(self.ref)
             else:
@@ -589,13 +703,17 @@ class Waker:
                     raise PowerOutcomeUnknown(self.ref, "wake", message) from exc
                 raise WakeError(self.ref, message, 0) from exc
         guest = await self._guest()
+        # Begun before the first poll: a circuit the last run left, restored just now, holds.
+        remaining = self._circuit_until - self._clock()
+        if self._failure is not None and remaining > 0:
+            raise self._failure.error(self.ref, remaining)
         action = self._wake_action(guest)
         if action is not None:
             self._set(WakeState.WAKING, "starting")
             self._power_sent = True
             await self._power_on(guest, action)
+            self._expect("running")  # our own action: a lagging snapshot is not believed
         self._slept = None
-        self._expect("running")
         await self._until_serving()
 
     async def _guest(self) -> Guest:
@@ -605,6 +723,11 @@ class Waker:
         found = resolve_guest(self._inventory.snapshot, self.ref)
         if isinstance(found, str):
             raise WakeError(self.ref, found, MISSING_RETRY_S)
+        if self._bind is not None and self._bind(self) is not self:
+            raise _MergedAway
+        if not self._restored.is_set():
+            await self._restored.wait()  # the manager applies them on this snapshot
+        self._found(found)
         return found
 
     def _wake_action(self, guest: Guest) -> PowerOn | None:

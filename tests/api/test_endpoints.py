@@ -503,7 +503,7 @@ async def test_routes_lists_settings_and_states(aiohttp_client: Any) -> None:
     from pxproxy.config.models import Config
     from pxproxy.inventory.store import Inventory
     from pxproxy.metrics import Metrics
-    from pxproxy.wake.contract import WakeState
+    from pxproxy.wake.contract import Gate, WakeState
 
     config = Config.model_validate(
         {
@@ -519,9 +519,15 @@ async def test_routes_lists_settings_and_states(aiohttp_client: Any) -> None:
             ],
         }
     )
-    app = build_app(
-        make_context(config, Inventory(), Metrics(), True, lambda: {1: WakeState.ASLEEP})
-    )
+
+    class Wake:
+        def states(self) -> list[tuple[int, WakeState]]:
+            return [(0, WakeState.READY), (1, WakeState.ASLEEP)]
+
+        def gate_for(self, route_index: int) -> Gate:
+            raise AssertionError("the route list needs no gate")
+
+    app = build_app(make_context(config, Inventory(), Metrics(), True, wake=Wake()))
     client = await aiohttp_client(app)
     resp = await client.get("/api/v1/routes")
     body = await resp.json()

@@ -1,5 +1,5 @@
 """`POST /api/v1/guests/{ref}/wake` over a scripted gate: the NDJSON stages, the last line's
-outcome, the refusals (scope, allowlist, no idle route, idle-watch not started), the audit; and
+outcome, the refusals (scope, allowlist, no idle route, no idle-watch), the audit; and
 the 404 that names the right node for a node/vmid ref on the wrong one."""
 
 from __future__ import annotations
@@ -124,6 +124,21 @@ def _config() -> Any:
     )
 
 
+class _Wake:
+    """Idle-watch as the API sees it: one gate for every route, the indexes asked for."""
+
+    def __init__(self, gate: Gate, asked: list[int]) -> None:
+        self._gate = gate
+        self._asked = asked
+
+    def states(self) -> list[tuple[int, WakeState]]:
+        return []
+
+    def gate_for(self, route_index: int) -> Gate:
+        self._asked.append(route_index)
+        return self._gate
+
+
 async def _client(
     aiohttp_client: AiohttpClient, gate: Gate | None
 ) -> tuple[Client, Any, list[int]]:
@@ -133,12 +148,8 @@ async def _client(
         ClusterSnapshot.build("home", [SLEEPY, PLAIN], (make_node("pve"), make_node("pve2")))
     )
     asked: list[int] = []
-
-    def route_gate(index: int) -> Gate | None:
-        asked.append(index)
-        return gate
-
-    ctx = make_context(config, inventory, Metrics(), True, route_gate=route_gate)
+    wake = _Wake(gate, asked) if gate is not None else None
+    ctx = make_context(config, inventory, Metrics(), True, wake=wake)
     return await aiohttp_client(build_app(ctx)), ctx, asked
 
 
@@ -223,12 +234,12 @@ async def test_wake_refusals(aiohttp_client: AiohttpClient) -> None:
     assert gate.wakes == 0
 
 
-async def test_wake_before_idle_watch_started_is_503(aiohttp_client: AiohttpClient) -> None:
+async def test_wake_without_idle_watch_is_503(aiohttp_client: AiohttpClient) -> None:
     client, _, _ = await _client(aiohttp_client, None)
     async with client.post("/api/v1/guests/sleepy/wake", headers=auth()) as resp:
         assert resp.status == 503
         assert resp.headers["Retry-After"] == "2"
-        assert "idle-watch has not started yet" in (await resp.json(content_type=None))["detail"]
+        assert "idle-watch does not run" in (await resp.json(content_type=None))["detail"]
 
 
 @pytest.mark.parametrize(

@@ -134,8 +134,12 @@ async def test_the_circuit_breaker_survives_a_restart(
     assert task_kinds(lab, 772) == ["vzstart"]
 
     async with daemon(lab, state, routes) as second:
-        listed = await api(second, "/api/v1/routes")
-        assert listed[0]["state"] == "failed"
+
+        async def failed() -> bool:
+            # The route is "failed" once the first poll finds the guest and its circuit.
+            return (await api(second, "/api/v1/routes"))[0]["state"] == "failed"
+
+        await wait_for(failed, 10, "the restored circuit")
         status, body = await get(second, "broken.test", "application/json")
         assert status == 503
         assert "startup for container '772' failed" in body

@@ -35,6 +35,8 @@ async def daemon(lab: LabServer, routes: list[dict[str, Any]]) -> AsyncIterator[
     d = Daemon(config(lab, routes))
     await d.start()
     try:
+        # The daemon routes at once; these tests want the first poll's addresses.
+        await wait_for(lambda: all(p.first_cycle.is_set() for p in d.pollers), 10, "a poll")
         yield d
     finally:
         await d.stop()
@@ -147,7 +149,7 @@ async def test_guest_stopped_externally_is_woken_again(lab_server: LabServer) ->
         await lab_server.cluster.stop(105).wait()  # as if from the Proxmox UI
 
         async def asleep() -> bool:
-            states = d._route_states()
+            states = dict(d.wake.states())
             return str(states.get(0)) == "asleep"
 
         await wait_for(asleep, 10, "idle-watch to notice the external stop")

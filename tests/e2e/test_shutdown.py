@@ -79,7 +79,10 @@ async def test_sigterm_drains_every_long_exchange_and_exits_0(
         async def inventory_ready() -> bool:
             async with http.get(f"{api}/api/v1/routes", headers=auth()) as resp:
                 routes = await resp.json()
-            return resp.status == 200 and {r["state"] for r in routes} == {"ready", "asleep"}
+            async with http.get(f"{api}/api/v1/guests", headers=auth()) as resp:
+                guests = await resp.json()
+            states = {r["state"] for r in routes}
+            return states == {"ready", "asleep"} and len(guests) == len(lab.cluster.guests)
 
         await wait_for(inventory_ready, 15, "the first poll")
 

@@ -211,3 +211,33 @@ def test_idle_settings_of_the_first_route_win() -> None:
     idle = mgr.wakers[0].idle
     assert isinstance(idle, IdleConfig)
     assert idle.timeout == 5
+
+
+async def test_refs_resolve_lazily_and_one_guest_by_name_and_vmid_gets_one_waker() -> None:
+    inventory, power = Inventory(), FakePower()
+    mgr = manager([route("wiki"), route("101")], inventory, power, FakeClock())
+    # Nothing polled yet: built from the config at once, one waker per ref.
+    assert mgr.gate_for(0) is not mgr.gate_for(1)
+    await mgr.start()
+    publish(inventory, guest(101, "wiki"))
+    await wait_for(lambda: mgr.gate_for(0) is mgr.gate_for(1), 5, "the refs to be bound")
+    assert len(mgr.wakers) == 1
+    assert mgr.wakers[0].routes == ["wiki.example.com", "101.example.com"]
+    await mgr.gate_for(1).ready()
+    assert power.actions() == ["start"]
+    await mgr.stop()
+
+
+async def test_wakes_on_both_refs_before_the_first_poll_start_the_guest_once() -> None:
+    inventory, power = Inventory(), FakePower()
+    mgr = manager([route("wiki"), route("101")], inventory, power, FakeClock())
+    by_name, by_vmid = mgr.gate_for(0), mgr.gate_for(1)
+    await mgr.start()
+    # Both wait for the first snapshot; the second is handed over to the first's wake.
+    waits = [asyncio.create_task(by_name.ready()), asyncio.create_task(by_vmid.ready())]
+    await asyncio.sleep(0)
+    publish(inventory, guest(101, "wiki"))
+    await asyncio.gather(*waits)
+    assert power.actions() == ["start"]
+    assert by_vmid.state is WakeState.READY  # it answers for the guest's own waker now
+    await mgr.stop()

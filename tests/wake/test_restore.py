@@ -16,6 +16,7 @@ from pxproxy.wake.contract import WakeError, WakeState
 from pxproxy.wake.manager import WakeManager
 from pxproxy.wake.waker import Waker
 
+from ..support import wait_for
 from .fakes import CLUSTER, FakeClock, FakePower, FakeProbe, guest, publish, route
 
 KEY = f"{CLUSTER}:qemu/201"
@@ -162,3 +163,28 @@ async def test_the_idle_clock_never_starts_before_the_guest_did() -> None:
     clock.advance(589)
     waker.check_idle()
     assert waker.state is WakeState.READY
+
+
+async def test_a_guest_that_appears_after_start_still_gets_its_records() -> None:
+    """Refs resolve lazily: a VM the first poll does not show is restored (status/current
+    asked) when it appears, and the next request resumes it instead of suspending it again."""
+    inventory, power, clock = Inventory(), FakePower(), FakeClock()
+    manager = WakeManager(
+        [route("vm", stop_method="suspend", timeout=600)],
+        inventory,
+        power,
+        probe_factory=lambda i, r: FakeProbe(),
+        clock=clock,
+        check_interval_s=0.01,
+    )
+    status = FakeStatus(paused=True)
+    saved = SavedState(sleeps={KEY: Sleep("paused", 49_000.0)})
+    await manager.start(saved, status={CLUSTER: status})
+    waker = manager.wakers[0]
+    assert status.asked == []  # nothing to ask about yet
+    running_vm(inventory)
+    await wait_for(lambda: waker._progress.step == "paused", 5, "the late VM to be restored")
+    assert (status.asked, waker.state) == ([201], WakeState.ASLEEP)
+    await waker.ready()
+    assert power.actions() == ["resume"]
+    await manager.stop()

@@ -168,7 +168,7 @@ async def test_a_power_api_start_right_after_an_idle_stop_is_believed_at_once(
     await waker.close()
 
 
-async def test_the_manager_tells_the_waker_of_the_guest_by_its_cluster_ref(
+async def test_the_manager_finds_the_waker_of_a_guest(
     inventory: Inventory, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, LOGGER)
@@ -182,7 +182,9 @@ async def test_the_manager_tells_the_waker_of_the_guest_by_its_cluster_ref(
     )
     assert [w.routes for w in mgr.wakers] == [["wiki.example.com"], ["102.example.com"]]
     mgr.tick()
-    mgr.note_power_action("home:101", "start")
+    waker = mgr.waker_for(guest(101, "wiki"))
+    assert waker is not None
+    waker.note_power_action("start")
     publish(inventory, guest(101, "wiki", status="running"), guest(102, "blog", status="running"))
     mgr.tick()
     assert messages(caplog) == [

@@ -203,7 +203,7 @@ async def _while_connected(request: web.Request, work: Awaitable[int]) -> int:
 
 
 def _runner(request: web.Request) -> ShellRunner:
-    runner = request.app.get(STREAMS)
+    runner = context(request).shells or request.app.get(STREAMS)
     if runner is None:  # a wiring mistake, not the client's: say which step is missing
         raise ApiError(
             500, "Internal Server Error", "guest streams are not set up (setup_guest_streams)"

@@ -1,7 +1,8 @@
 """`POST /api/v1/guests/{ref}/{action}`: power actions, optionally waiting for the Proxmox task.
 
 Needs the `power` scope and the guest in the token's allowlist. Every attempt on a known guest,
-refused or not, is written to the audit log with its result and duration.
+refused or not, is written to the audit log with its result and duration. Actions go through
+the one power path (`ApiContext.power`): a guest with an idle route through its waker.
 """
 
 from __future__ import annotations
@@ -17,9 +18,8 @@ from aiohttp import web
 from ...config.durations import parse_duration
 from ...error_table import problem_for
 from ...inventory.model import Guest
-from ...pve.client import PveClient
 from ...pve.errors import PveError
-from ...pve.models import TaskStatus
+from ...wake.contract import WakeError
 from ..audit import AuditRecord
 from ..context import PRINCIPAL
 from ..problems import ApiError, bad_request
@@ -66,14 +66,17 @@ async def guest_power(request: web.Request) -> web.Response:
     result: str | None = None
     try:
         require_for_guest(request, "power", guest)
-        client = ctx.clients.get(guest.cluster)
-        if client is None:
+        power = ctx.power
+        if power is None or not power.serves(guest.cluster):
             raise ApiError(
                 503, "Service Unavailable", f"no Proxmox client for cluster {guest.cluster!r}"
             )
-        upid = await _pve(client.guest_action(guest.type, guest.node, guest.vmid, action), guest)
+        # The one power path: through idle-watch's waker when the guest has one.
+        sent = await _pve(power.act(guest, action), guest)
+        upid = sent.upid
         detail["upid"] = upid
-        ctx.note_power_action(guest.ref, action)  # idle-watch: this change is pxproxy's own
+        if sent.joined_wake:
+            detail["joined_wake"] = True
         body: dict[str, Any] = {
             "upid": upid,
             "guest": guest.id,
@@ -84,7 +87,9 @@ async def guest_power(request: web.Request) -> web.Response:
         if not wait:
             result = "started"
             return json_response(body, status=202)
-        status = await _pve(_wait(client, upid, timeout_s), guest)
+        # A PveTaskTimeoutError names the UPID: the task goes on in Proxmox, the caller
+        # can follow it (the error table answers 504 with `upid`).
+        status = await _pve(power.wait(guest, upid, timeout_s), guest)
         body["exitstatus"] = status.exitstatus
         body["duration_s"] = round(time.monotonic() - started, 3)
         if not status.ok:
@@ -124,17 +129,11 @@ async def guest_power(request: web.Request) -> web.Response:
         )
 
 
-async def _wait(client: PveClient, upid: str, timeout_s: float) -> TaskStatus:
-    # A PveTaskTimeoutError names the UPID: the task goes on in Proxmox, the caller can
-    # follow it (the error table answers 504 with `upid`).
-    return await client.wait_task(upid, timeout_s)
-
-
 async def _pve(call: Awaitable[T], guest: Guest) -> T:
     """Await a Proxmox call, turning its typed errors into answers a user can act on."""
     try:
         return await call
-    except PveError as exc:
+    except (PveError, WakeError) as exc:
         raise problem_for(exc, cluster=guest.cluster, node=guest.node, guest=guest.ref) from None
 
 

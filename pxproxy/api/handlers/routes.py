@@ -27,7 +27,7 @@ async def list_routes(request: web.Request) -> web.Response:
     """Each configured route with its idle settings and the wake state of its guest."""
     require(request, "read")
     ctx = context(request)
-    states = ctx.route_states()
+    states = dict(ctx.wake.states()) if ctx.wake is not None else {}
     out = []
     for index, route in enumerate(ctx.config.routes):
         item: dict[str, Any] = (

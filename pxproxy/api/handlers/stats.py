@@ -81,7 +81,7 @@ def client_gone(request: web.Request) -> bool:
 
 
 def _hub(request: web.Request) -> StatsHub:
-    hub = request.app.get(STATS_HUB)
+    hub = context(request).stats or request.app.get(STATS_HUB)
     if hub is None:
         raise ApiError(501, "Not Implemented", "statistics are not set up in this daemon")
     return hub

@@ -125,15 +125,14 @@ def _gate_of(ctx: ApiContext, guest: Guest) -> Gate:
             f"guest {guest.ref} ({guest.name or guest.id}) has no route with idle: settings, "
             "so idle-watch does not wake it; use the start action instead",
         )
-    gate = ctx.route_gate(indexes[0])
-    if gate is None:
+    if ctx.wake is None:
         raise ApiError(
             503,
             "Service Unavailable",
-            "idle-watch has not started yet; retry shortly",
+            "idle-watch does not run in this app; retry shortly",
             headers={"Retry-After": str(NOT_STARTED_RETRY_S)},
         )
-    return gate
+    return ctx.wake.gate_for(indexes[0])
 
 
 async def follow(gate: Gate, write: Write) -> WakeError | None:
