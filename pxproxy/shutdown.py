@@ -9,8 +9,9 @@ Nothing here knows aiohttp.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -57,3 +58,12 @@ class Stopping:
         if task.cancelled() and self._event.is_set():
             raise DaemonStopping
         return task.result()
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel an owned background task and await its end (its own cleanup included)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -15,6 +15,7 @@ from .config.models import RouteConfig
 from .inventory.snapshot import ClusterSnapshot, Snapshot
 from .inventory.store import Inventory
 from .pve.errors import PveError
+from .shutdown import cancel_and_wait
 
 log = logging.getLogger("pxproxy.startup")
 
@@ -127,10 +128,7 @@ class ClusterSummaries:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         pending = set(self._clients)

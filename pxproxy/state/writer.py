@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Protocol, TypeVar
 
+from ..shutdown import cancel_and_wait
 from .store import SavedState, StateChanges, StateError, StateStore
 
 log = logging.getLogger(__name__)
@@ -90,10 +91,7 @@ class StateWriter:
     async def stop(self) -> None:
         """Cancel the loop, then save what is left (activity included) and close the store."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         await self.flush(activity=True)
         with contextlib.suppress(StateError):
             await self._store.close()

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from ..config.models import IdleConfig, RouteConfig
 from ..inventory.model import Guest
 from ..inventory.snapshot import Snapshot
+from ..shutdown import cancel_and_wait
 from ..startup_summary import route_name
 from ..state.store import SavedState, guest_key
 from .contract import AlwaysReady, Gate, WakeState
@@ -243,10 +244,7 @@ class WakeManager:
     async def stop(self) -> None:
         """Cancel and await the background task and every wake or stop in flight."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
         for waker in [*self._wakers, *self._merged]:
             await waker.close()
 

@@ -393,15 +393,7 @@ async def exec_in_guest(request: web.Request) -> web.StreamResponse:
     guest, runner = _exec_target(request, "exec")
     detail: dict[str, Any] = {"node": guest.node}
     try:
-        _check_query(request, {"format"})
-        fmt = _format(request)
-        body = await _json_body(request)
-        unknown = sorted(set(body) - {"argv", "timeout"})
-        if unknown:
-            raise ValidationError("body", f"unknown field {unknown[0]!r}; use argv, timeout")
-        argv = validate_argv(body.get("argv"))
-        detail["argv"] = argv
-        timeout_s = validate_timeout(body.get("timeout"), runner.settings.exec_timeout_s)
+        fmt, argv, timeout_s = await _exec_body(request, runner, detail)
     except ValidationError as exc:
         raise _rejected(request, "exec", guest.ref, detail, exc) from None
     _require_running(guest)
@@ -417,6 +409,22 @@ async def exec_in_guest(request: web.Request) -> web.StreamResponse:
     return await _stream(
         request, fmt, action="exec", target=guest.ref, detail=detail, run=run, always_status=True
     )
+
+
+async def _exec_body(
+    request: web.Request, runner: ShellRunner, detail: dict[str, Any]
+) -> tuple[Format, list[str], float]:
+    """An exec request's format, argv (also put in the audit `detail`) and timeout; raises
+    ValidationError naming the rule."""
+    _check_query(request, {"format"})
+    fmt = _format(request)
+    body = await _json_body(request)
+    unknown = sorted(set(body) - {"argv", "timeout"})
+    if unknown:
+        raise ValidationError("body", f"unknown field {unknown[0]!r}; use argv, timeout")
+    argv = validate_argv(body.get("argv"))
+    detail["argv"] = argv
+    return fmt, argv, validate_timeout(body.get("timeout"), runner.settings.exec_timeout_s)
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
@@ -637,15 +645,7 @@ async def exec_on_node(request: web.Request) -> web.StreamResponse:
     runner = _runner(request)
     detail: dict[str, Any] = {"node": node.name}
     try:
-        _check_query(request, {"format"})
-        fmt = _format(request)
-        body = await _json_body(request)
-        unknown = sorted(set(body) - {"argv", "timeout"})
-        if unknown:
-            raise ValidationError("body", f"unknown field {unknown[0]!r}; use argv, timeout")
-        argv = validate_argv(body.get("argv"))
-        detail["argv"] = argv
-        timeout_s = validate_timeout(body.get("timeout"), runner.settings.exec_timeout_s)
+        fmt, argv, timeout_s = await _exec_body(request, runner, detail)
     except ValidationError as exc:
         raise _rejected(request, "exec", target, detail, exc) from None
     if node.status == "offline":
