@@ -155,7 +155,9 @@ class Daemon:
         # No wait for the first poll: refs resolve against the live snapshot as it comes.
         await self.services.start(saved)
         if self.state is not None:
+            # Only now: a save before idle-watch is a source would delete its records.
             self.state.add_source(self.wake)
+            self.state.start()
         self._summaries.start()
         if self.config.routes:
             await self._start_routing()
@@ -189,7 +191,6 @@ class Daemon:
         for cluster in self.services.clusters:
             cluster.resolver.remember(remembered_addresses(saved.guests, cluster.name))
         self.state.add_source(SeenGuests(self.inventory, saved.guests))
-        self.state.start()
         return saved
 
     async def _start_routing(self) -> None:

@@ -40,6 +40,7 @@ from .pve.errors import (
 from .pve.termproxy import ShellBusyError, ShellTimeoutError, ShellUnavailableError
 from .shutdown import DaemonStopping
 from .wake.contract import WakeError, WakeTimeout
+from .wake.service import PowerConflict
 
 __all__ = ["ROWS", "Context", "Row", "problem_for"]
 
@@ -74,7 +75,7 @@ class Row:
 
 
 def _message(exc: Any, _: Context) -> str:
-    return str(exc.message) if isinstance(exc, PveError | WakeError) else str(exc)
+    return str(exc.message) if isinstance(exc, PveError | WakeError | PowerConflict) else str(exc)
 
 
 def _node_unreachable(exc: PveError, ctx: Context) -> str:
@@ -145,6 +146,7 @@ ROWS: tuple[Row, ...] = (
         extra=_wake_extra,
         no_store=True,
     ),
+    Row(PowerConflict, 409, "Conflict", _message),
     Row(ShellUnavailableError, 501, "Not Implemented", _message),
     Row(ShellBusyError, 503, "Service Unavailable", _message, retry_after=True),
     Row(ShellTimeoutError, 504, "Gateway Timeout", _message),

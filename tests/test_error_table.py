@@ -38,6 +38,7 @@ from pxproxy.pve.termproxy import (
 )
 from pxproxy.shutdown import DaemonStopping
 from pxproxy.wake.contract import WakeError, WakeTimeout
+from pxproxy.wake.service import PowerConflict
 
 UPID = "UPID:pve1:0001A2B7:01910043:6B0E8E56:vzstart:104:root@pam:"
 DENIED = "Permission check failed (/vms/101, VM.PowerMgmt)"
@@ -68,6 +69,7 @@ CASES: list[tuple[BaseException, int, str | None]] = [
     (PveNotImplementedError("no such method", status=501), 404, None),
     (PveServerError("CT 101 already running", status=500), 409, None),
     (ShellUnavailableError(), 501, None),
+    (PowerConflict("lab:101", "a waking is in flight; stop it once that ends"), 409, None),
 ]
 
 

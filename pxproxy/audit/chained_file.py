@@ -14,6 +14,7 @@ nothing: O_APPEND writes at its new end, and the chain continues just the same.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -132,9 +133,11 @@ class ChainedFile:
         self._fd = -1
         self._open()
         log.info(
-            "audit file %s was rotated: the new file continues the chain at seq %d",
+            "audit file %s was rotated: the new file continues the chain from %d:%s "
+            "(for audit verify --continues)",
             self.path,
             self.head.seq,
+            self.head.hash,
         )
 
     def append(self, fields: Mapping[str, Any]) -> None:
@@ -145,9 +148,17 @@ class ChainedFile:
             self._follow_rotation()
         line = encode(fields, self.head)
         data = line + b"\n"
-        while data:
-            written = os.write(self._fd, data)
-            data = data[written:]
+        try:
+            while data:
+                written = os.write(self._fd, data)
+                data = data[written:]
+        except OSError:
+            # Part of the line may be in the file: close, so the next record reopens it and
+            # `_open` ends the fragment with a newline instead of gluing a record onto it.
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd, self._identity = -1, (0, 0)
+            raise
         self.head = ChainHead(self.head.seq + 1, line_hash(line))
 
     def close(self) -> None:

@@ -27,6 +27,12 @@ def add_audit_command(sub: Any) -> None:
         ),
     )
     verify_cmd.add_argument("files", nargs="+", metavar="FILE")
+    verify_cmd.add_argument(
+        "--continues",
+        metavar="SEQ:HASH",
+        help="the chain head the first file continues (as pxproxy logged it, or as verify "
+        "printed for the older file): needed when the older files are not given",
+    )
     verify_cmd.set_defaults(func=_cmd_verify)
 
 
@@ -42,6 +48,19 @@ def _cmd_verify(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_UNREADABLE
+    if result.start != START:
+        continued = f"{result.start.seq}:{result.start.hash}"
+        if args.continues != continued:
+            # Without the older file, lines deleted from the start look like a rotation.
+            print(
+                f"pxproxy audit verify: {args.files[0]}:1: the chain does not start here: its "
+                f"first line continues seq {result.start.seq}, hash {result.start.hash}. "
+                "Lines before it were deleted, or the file continues a rotated one: give the "
+                f"older files first, or --continues {continued} if that is the head pxproxy "
+                "logged when it rotated",
+                file=sys.stderr,
+            )
+            return EXIT_BROKEN
     origin = (
         "a new chain"
         if result.start == START

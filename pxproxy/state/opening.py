@@ -39,7 +39,11 @@ async def open_store(config: StateConfig) -> StateStore:
     if not config.enabled:
         log.info("state: persistence turned off (state.enabled: false)")
         return MemoryStore()
-    path = state_path(config)
+    try:
+        path = state_path(config)
+    except (OSError, RuntimeError) as exc:  # no home directory to put the file in
+        log.warning("state: no path for the state file (%s); running without persistence", exc)
+        return MemoryStore()
     try:
         store = await SqliteStore.open(path)
     except StateError as exc:

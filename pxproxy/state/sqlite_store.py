@@ -9,6 +9,7 @@ store can take over. The file is created 0600 (its directory 0700): it names gue
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -148,8 +149,15 @@ class SqliteStore:
         async with self._lock:
             if self._conn is None:
                 raise StateError(self.where, "closed")
+            work = asyncio.ensure_future(asyncio.to_thread(fn, self._conn, *args))
             try:
-                return await asyncio.to_thread(fn, self._conn, *args)
+                # The lock is held until the thread is done with the connection, even when
+                # the caller is cancelled: a second transaction must not start under it.
+                return await asyncio.shield(work)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await work
+                raise
             except sqlite3.Error as exc:
                 raise StateError(self.where, str(exc)) from exc
 
@@ -162,7 +170,7 @@ class SqliteStore:
                 continue  # a kind from a newer pxproxy: not ours to judge
             try:
                 found[kind][key] = decode(json.loads(text))
-            except (ValueError, TypeError, KeyError):
+            except Exception:  # any record that does not decode (OverflowError, deep JSON...)
                 bad += 1
         if bad:
             log.warning("state %s: %d unreadable records ignored", self.where, bad)

@@ -69,6 +69,7 @@ class StateWriter:
         self._store = store
         self._written = saved
         self._sources: list[StateSource] = []
+        self._saving = False
         self._activity_interval_s = activity_interval_s
         self._check_interval_s = check_interval_s
         self._clock = clock
@@ -86,18 +87,23 @@ class StateWriter:
 
     def start(self) -> None:
         if self._task is None:
+            self._saving = True
             self._task = asyncio.create_task(self._run(), name="state-writer")
 
     async def stop(self) -> None:
         """Cancel the loop, then save what is left (activity included) and close the store."""
         task, self._task = self._task, None
         await cancel_and_wait(task)
-        await self.flush(activity=True)
+        if self._saving:
+            # Never started nor flushed (start-up failed before every source was there): a
+            # save now would delete the records of the sources that are missing.
+            await self.flush(activity=True)
         with contextlib.suppress(StateError):
             await self._store.close()
 
     async def flush(self, *, activity: bool = False) -> None:
         """Save what changed since the last save; activity only when due or asked for."""
+        self._saving = True  # the sources are all there: saving is on from now
         if self._failed or not self._sources:
             return
         current = _merge(self._sources)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import weakref
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Protocol
 
 from ..inventory.model import Guest, GuestType
@@ -122,9 +122,10 @@ class PvePowerControl:
         """The UPID of the last Proxmox task `task` sent, if any."""
         return self._sent.get(task)
 
-    async def next_send(self) -> None:
-        """Return at the next Proxmox task sent through this control."""
-        await self._sent_event.wait()
+    def next_send(self) -> Awaitable[bool]:
+        """Done at the next Proxmox task sent through this control. A plain function, so the
+        event is the one current when it is called, not when a task first runs it."""
+        return self._sent_event.wait()
 
     async def send(self, guest: Guest, action: str, **params: str | int) -> str:
         """Send `action` and return its UPID, without waiting for the task (PveError raised)."""

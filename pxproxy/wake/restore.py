@@ -110,9 +110,17 @@ def wake_records(
     activity: dict[str, float] = {}
     claimed: set[str] = set()
     for waker in wakers:
-        at = waker.last_activity_at()
-        for key in route_keys.get(waker, ()):
-            activity[key] = at
+        if waker.restoring:
+            # Its guest is not found yet, so its records were not applied: its activity is
+            # only its construction time, and saving that would reset the saved idle clock.
+            if carry is not None:
+                for key in route_keys.get(waker, ()):
+                    if key in carry.activity:
+                        activity[key] = carry.activity[key]
+        else:
+            at = waker.last_activity_at()
+            for key in route_keys.get(waker, ()):
+                activity[key] = at
         persisted = waker.persisted()
         if persisted is None:
             continue

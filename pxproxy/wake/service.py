@@ -21,6 +21,16 @@ from .power import PvePowerControl
 
 _WAKES = ("start", "resume")
 _SLEEPS = ("stop", "shutdown", "suspend")
+_IN_FLIGHT = (WakeState.WAKING, WakeState.STOPPING)
+
+
+class PowerConflict(Exception):
+    """A power action refused because idle-watch is waking or stopping the guest (409)."""
+
+    def __init__(self, guest: str, message: str) -> None:
+        super().__init__(f"{guest}: {message}")
+        self.guest = guest
+        self.message = message
 
 
 class PowerTicket(NamedTuple):
@@ -44,6 +54,12 @@ class PowerService:
         """Send `action` (PveError raised as is; WakeError for a wake that failed before it
         sent anything) and return its task, without waiting for it."""
         waker = self._wake.waker_for(guest)
+        if waker is not None and action in _SLEEPS and waker.state in _IN_FLIGHT:
+            # A stop during a wake (or during idle-watch's own stop) would leave the two
+            # fighting: the wake failing on a guest going down, or the wrong way to wake it.
+            raise PowerConflict(
+                waker.ref, f"a {waker.state.value} is in flight; {action} it once that ends"
+            )
         if waker is not None and action in _WAKES:
             task = waker.wake_for_api()
             if task is not None:

@@ -231,7 +231,13 @@ async def test_wake_refusals(aiohttp_client: AiohttpClient) -> None:
     detail = await problem("/api/v1/guests/plain/wake", OPS, 409)
     assert detail.startswith("guest home:7952 (plain) has no route with idle: settings")
     assert "no guest matches ref 'nope'" in await problem("/api/v1/guests/nope/wake", OPS, 404)
+    assert "wake takes none" in await problem("/api/v1/guests/sleepy/wake?x=1", OPS, 400)
     assert gate.wakes == 0
+    # Every refusal is audited: scope, allowlist, the unknown ref, the stray query parameter.
+    results = [(r.action, r.result.split(":", 1)[0]) for r in ctx.audit.records]
+    assert ("wake", "denied") in results
+    assert results[-2:] == [("wake", "rejected"), ("wake", "rejected")]
+    assert [r.action for r in ctx.audit.records if "scope" in r.result] == ["wake"]
 
 
 async def test_wake_without_idle_watch_is_503(aiohttp_client: AiohttpClient) -> None:

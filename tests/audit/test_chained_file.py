@@ -146,3 +146,34 @@ def test_a_failed_write_goes_to_the_logger_and_the_chain_goes_on(
     audit.close()
     assert verify([str(tmp_path / "audit.jsonl.1"), str(path)]).lines == 2
     assert json.loads(read_lines(path)[0])["action"] == "reboot"
+
+
+def test_a_write_cut_short_by_an_error_does_not_glue_the_next_record_onto_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    chained = ChainedFile(str(path))
+    chained.append(record(1))
+    real_write = os.write
+    calls = 0
+
+    def half_then_full_disk(fd: int, data: bytes) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return real_write(fd, data[: len(data) // 2])  # part of the line lands
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full_disk)
+    with pytest.raises(OSError, match="No space"):
+        chained.append(record(2))
+    monkeypatch.setattr(os, "write", real_write)
+    chained.append(record(3))
+    chained.close()
+    lines = read_lines(path)
+    # The fragment is a line of its own; the next record is whole and parses.
+    assert len(lines) == 3
+    assert json.loads(lines[2])["detail"]["argv"] == ["echo", "3"]
+    with pytest.raises(ChainBrokenError) as broken:
+        verify([str(path)])
+    assert broken.value.at.line == 2  # verify names the fragment

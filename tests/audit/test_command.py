@@ -75,9 +75,30 @@ def test_rotated_files_in_order(tmp_path: Path) -> None:
     done = run_verify(old, new)
     assert done.returncode == 0, done.stderr
     assert "2 files: 5 lines, chain intact (a new chain)" in done.stdout
+    # Alone, the newer file cannot tell a rotation from deleted first lines: refused, with
+    # the head it continues, which --continues then accepts.
     alone = run_verify(new)
-    assert alone.returncode == 0
-    assert "2 lines, chain intact (continuing seq 3, hash " in alone.stdout
+    assert alone.returncode == 1
+    assert f"{new}:1: the chain does not start here" in alone.stderr
+    head = alone.stderr.split("--continues ", 1)[1].split()[0]
+    accepted = subprocess.run(
+        [sys.executable, "-m", "pxproxy", "audit", "verify", str(new), "--continues", head],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert "2 lines, chain intact (continuing seq 3, hash " in accepted.stdout
+
+
+def test_deleting_the_first_lines_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    lines = write_chain(path, 5)
+    write_lines(path, lines[2:])
+    done = run_verify(path)
+    assert done.returncode == 1
+    assert f"{path}:1: the chain does not start here" in done.stderr
 
 
 def test_an_unreadable_file_exits_2(tmp_path: Path) -> None:

@@ -85,3 +85,17 @@ async def test_a_failing_store_is_warned_about_once_and_left_alone(
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "readonly database" in warnings[0].getMessage()
+
+
+async def test_a_writer_never_started_saves_nothing_on_stop() -> None:
+    """Start-up failed before every source was added: stopping must not delete the records
+    the missing sources would have kept."""
+    saved = SavedState(sleeps={"lab:qemu/1": Sleep("paused", 5.0)})
+    store = MemoryStore()
+    await store.save(StateChanges(sleeps={"lab:qemu/1": Sleep("paused", 5.0)}))
+    before = store.saves
+    writer = StateWriter(store, saved, clock=Clock())
+    writer.add_source(Source())  # a source that knows nothing of the sleep
+    await writer.stop()
+    assert store.saves == before
+    assert store.state.sleeps == {"lab:qemu/1": Sleep("paused", 5.0)}

@@ -188,3 +188,22 @@ async def test_a_guest_that_appears_after_start_still_gets_its_records() -> None
     await waker.ready()
     assert power.actions() == ["resume"]
     await manager.stop()
+
+
+async def test_saved_activity_is_kept_for_a_guest_not_found_yet() -> None:
+    """Until a waker's guest appears its own idle clock is only its construction time: what
+    it saves meanwhile is the activity the last run left, not "now"."""
+    inventory, power, clock = Inventory(), FakePower(), FakeClock()
+    manager = WakeManager(
+        [route("vm", stop_method="suspend", timeout=600)],
+        inventory,
+        power,
+        probe_factory=lambda i, r: FakeProbe(),
+        clock=clock,
+    )
+    saved = SavedState(activity={"vm.example.com": 49_500.0})
+    await manager.start(saved, status={CLUSTER: FakeStatus(paused=False)})
+    try:
+        assert manager.records().activity == {"vm.example.com": 49_500.0}
+    finally:
+        await manager.stop()

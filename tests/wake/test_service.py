@@ -90,6 +90,23 @@ async def test_an_api_start_of_a_waking_guest_joins_the_wake(lab_server: LabServ
     assert task_types(lab_server, BOOTING) == ["vzstart"]
 
 
+async def test_an_api_stop_during_a_wake_is_refused_and_the_wake_goes_on(
+    lab_server: LabServer,
+) -> None:
+    lab_server.cluster.add_guest(BOOTING + 3, "lxc", "busy", "pve1", boot_time_s=1.0)
+    await lab_server.cluster.open()
+    async with daemon(lab_server, BOOTING + 3) as (d, session):
+        gate = d.wake.gate_for(0)
+        request = asyncio.create_task(gate.ready())
+        await wait_for(lambda: task_types(lab_server, BOOTING + 3) == ["vzstart"], 10, "the start")
+        status, body = await post(session, f"/api/v1/guests/lab:{BOOTING + 3}/stop")
+        assert status == 409
+        assert "waking is in flight" in body["detail"]
+        await asyncio.wait_for(request, 15)  # the wake was not disturbed
+        assert await route_state(session) == "ready"
+    assert task_types(lab_server, BOOTING + 3) == ["vzstart"]
+
+
 async def test_an_api_start_wakes_through_the_waker(lab_server: LabServer) -> None:
     lab_server.cluster.add_guest(BOOTING, "lxc", "booting", "pve1", boot_time_s=0.2)
     await lab_server.cluster.open()

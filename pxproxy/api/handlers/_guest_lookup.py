@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import re
 
+from aiohttp import web
+
 from ...inventory.model import Guest
 from ...inventory.snapshot import Snapshot
-from ..problems import not_found
-from ._common import one_guest
+from ..problems import ApiError, not_found
+from ._common import audit_refusal, context, one_guest
 
 # node/vmid as Snapshot.lookup_ref reads it; "lxc/101" and "qemu/101" are type/vmid ids.
 _NODE_VMID_RE = re.compile(r"([^/:\s]+)/(\d{1,9})")
@@ -36,3 +38,13 @@ def _elsewhere(vmid: int, asked: str, guests: tuple[Guest, ...]) -> str:
         return f"guest {vmid} is on node {guests[0].node}, not {asked}"
     where = " and ".join(f"node {g.node} of cluster {g.cluster}" for g in guests)
     return f"guests with vmid {vmid} are on {where}, not {asked}; use cluster:vmid"
+
+
+def audited_guest(request: web.Request, action: str) -> Guest:
+    """The guest of the request's {ref}; a ref that names none or several is refused (404/409)
+    and the refusal audited like any other."""
+    try:
+        return guest_by_ref(context(request).inventory.snapshot, request.match_info["ref"])
+    except ApiError as exc:
+        audit_refusal(request, action, f"rejected: {exc.detail}")
+        raise

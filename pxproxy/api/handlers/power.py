@@ -20,6 +20,7 @@ from ...error_table import problem_for
 from ...inventory.model import Guest
 from ...pve.errors import PveError
 from ...wake.contract import WakeError
+from ...wake.service import PowerConflict
 from ..audit import AuditRecord
 from ..context import PRINCIPAL
 from ..problems import ApiError, bad_request
@@ -31,7 +32,7 @@ from ._common import (
     require,
     require_for_guest,
 )
-from ._guest_lookup import guest_by_ref
+from ._guest_lookup import audited_guest
 
 ACTIONS = ("start", "stop", "shutdown", "reboot", "suspend", "resume")
 DEFAULT_TIMEOUT_S = 120.0
@@ -45,7 +46,6 @@ _STATE_CONFLICT_RE = re.compile(r"\b(already running|not running)\b")
 
 
 async def guest_power(request: web.Request) -> web.Response:
-    ref = request.match_info["ref"]
     action = request.match_info["action"]
     if action not in ACTIONS:
         message = f"unknown action {action!r}; use one of {', '.join(ACTIONS)}"
@@ -59,7 +59,7 @@ async def guest_power(request: web.Request) -> web.Response:
         audit_refusal(request, action, f"rejected: {exc.detail}")
         raise
     ctx = context(request)
-    guest = guest_by_ref(ctx.inventory.snapshot, ref)
+    guest = audited_guest(request, action)
     principal = request[PRINCIPAL]
     started = time.monotonic()
     detail: dict[str, Any] = {"id": guest.id, "node": guest.node, "wait": wait}
@@ -133,7 +133,7 @@ async def _pve(call: Awaitable[T], guest: Guest) -> T:
     """Await a Proxmox call, turning its typed errors into answers a user can act on."""
     try:
         return await call
-    except (PveError, WakeError) as exc:
+    except (PveError, WakeError, PowerConflict) as exc:
         raise problem_for(exc, cluster=guest.cluster, node=guest.node, guest=guest.ref) from None
 
 

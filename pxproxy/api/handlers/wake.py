@@ -25,8 +25,8 @@ from ...wake.contract import Gate, WakeError, WakeProgress, WakeState
 from ..audit import AuditRecord
 from ..context import PRINCIPAL, ApiContext
 from ..problems import ApiError, bad_request
-from ._common import GuestDenied, context, require, require_for_guest
-from ._guest_lookup import guest_by_ref
+from ._common import GuestDenied, audit_refusal, context, require, require_for_guest
+from ._guest_lookup import audited_guest
 
 __all__ = ["wake_guest"]
 
@@ -40,11 +40,13 @@ Write = Callable[[dict[str, Any]], Awaitable[None]]
 
 async def wake_guest(request: web.Request) -> web.StreamResponse:
     # The scope first, so a token that may never act learns nothing about which guests exist.
-    require(request, "power")
+    require(request, "power", "wake")
     if request.query:
-        raise bad_request(f"unknown query parameter {next(iter(request.query))!r}; wake takes none")
+        message = f"unknown query parameter {next(iter(request.query))!r}; wake takes none"
+        audit_refusal(request, "wake", f"rejected: {message}")
+        raise bad_request(message)
     ctx = context(request)
-    guest = guest_by_ref(ctx.inventory.snapshot, request.match_info["ref"])
+    guest = audited_guest(request, "wake")
     started = time.monotonic()
     result = "failed: internal error"
     try:
