@@ -10,11 +10,13 @@ import re
 REDACTED = "[redacted]"
 
 # A header name, the separator it has in `Name: value`, `'Name': 'value'`, `('Name', 'value')`
-# or `name=value`, then the value: up to a quote, a line end, or an escaped \r or \n in a repr.
+# or `name=value`, then the value. A value the separator opened a quote for ends at a quote;
+# a bare one (`Cookie: sid="x"; a=1`, quotes are valid in cookies) only at a line end, or an
+# escaped \r or \n in a repr.
 _HEADER_VALUE = re.compile(
     r"(?i)\b(?P<name>proxy-authorization|authorization|set-cookie|cookie|x-api-key)"
-    r"(?P<sep>['\"]?\s*[:=,]\s*(?:b?['\"])?)"
-    r"(?P<value>(?:[^'\"\r\n\\]|\\(?![rn]))+)"
+    r"(?P<sep>['\"]?\s*[:=,]\s*(?:b?(?P<quote>['\"]))?)"
+    r"(?P<value>(?(quote)(?:[^'\"\r\n\\]|\\(?![rn]).)+|(?:[^\r\n\\]|\\(?![rn]).)+))"
 )
 # Credentials without their header name: aiohttp's "line too long" error quotes only the value.
 _SCHEME_VALUE = re.compile(r"(?i)\b(?P<scheme>bearer|basic)(?P<sep>\s+)[A-Za-z0-9._~+/=:-]+")

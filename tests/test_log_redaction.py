@@ -57,3 +57,16 @@ def test_the_formatter_redacts_message_and_traceback() -> None:
     # The message, the exception's line, and the traceback's quote of the raising source line.
     assert out.count(REDACTED) == 3
     assert "Authorization: [redacted]" in out
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Cookie: sid="S3CRET"; a=1',
+        'Set-Cookie: tok="S3CRET"; Path=/',
+        '{"Cookie": "a=\\"S3CRET\\""}',
+        "{'X-Api-Key': 'k\\'S3CRET', 'Host': 'h'}",
+    ],
+)
+def test_quoted_and_escaped_values_are_redacted_whole(text: str) -> None:
+    assert "S3CRET" not in redact(text)

@@ -88,6 +88,12 @@ class ListenerGuard:
         self.limits = limits
         self.slots = ClientSlots(limits.max_connections_per_client)
         self.reject_log = log or RejectionLog(name)
+        # The open connections, so what they wait for can be seen (/metrics, tests).
+        self.connections: set[HeadGuard] = set()
+
+    def head_timers(self) -> int:
+        """Connections whose head timer runs: the ones the header timeout could close."""
+        return sum(1 for conn in self.connections if conn.timing)
 
     def protocol(self, make_inner: Callable[[], asyncio.Protocol]) -> HeadGuard:
         return HeadGuard(make_inner, self)
@@ -122,6 +128,8 @@ class HeadGuard(asyncio.Protocol):
         # None: not guarding (a connection upgraded to another protocol, or rejected).
         self._parser: httptools.HttpRequestParser | None = None
         self._probing = False  # after an Upgrade request: is what follows HTTP?
+        # The request being parsed asks for a protocol aiohttp switches to (WebSocket, CONNECT).
+        self._switches = False
         self._timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._headers = 0
@@ -146,6 +154,7 @@ class HeadGuard(asyncio.Protocol):
             transport.close()
             return
         self._slot = True
+        self._guard.connections.add(self)
         self._parser = httptools.HttpRequestParser(self)
         self._arm_timer()
         inner = self._inner = self._make_inner()
@@ -165,7 +174,13 @@ class HeadGuard(asyncio.Protocol):
             return self._inner.eof_received()
         return None
 
+    @property
+    def timing(self) -> bool:
+        """The header timeout is running for this connection."""
+        return self._timer is not None and self._inner is not None
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._guard.connections.discard(self)
         self._cancel_timer()
         self._parser = None
         if self._slot:
@@ -191,6 +206,7 @@ class HeadGuard(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._head_bytes = _REQUEST_LINE_OVERHEAD
         self._headers = 0
+        self._switches = False
         if not self._probing and self._timer is None:
             self._arm_timer()
 
@@ -206,9 +222,13 @@ class HeadGuard(asyncio.Protocol):
         self._headers += 1
         self._head_bytes += len(name) + len(value) + 4  # ": " and CRLF
         self._check()
+        if name.lower() == b"upgrade" and value.strip().lower() == b"websocket":
+            self._switches = True
 
     def on_headers_complete(self) -> None:
         self._cancel_timer()
+        if self._parser is not None and self._parser.get_method() == b"CONNECT":
+            self._switches = True
 
     # ------------------------------------------------------------------ internals
 
@@ -235,8 +255,11 @@ class HeadGuard(asyncio.Protocol):
                 offset = int(exc.args[0]) if exc.args else len(view)
                 view = memoryview(view)[offset:]
                 self._parser = httptools.HttpRequestParser(self)
-                self._probing = True
-                self._cancel_timer()
+                if self._switches:
+                    self._probing = True
+                    self._cancel_timer()
+                # Any other Upgrade (h2c, ...) aiohttp never switches to: what follows must be
+                # HTTP and stays guarded, so the token cannot turn the limits off.
             except httptools.HttpParserError as exc:
                 if self._violation is not None:
                     self._reject(431, self._violation, f"{self._violation}\n")

@@ -26,6 +26,8 @@ from multidict import CIMultiDictProxy
 from .upstream_protocol import ResponseBody, ResponseHead, UpstreamProtocol
 
 FAST_METHODS = frozenset({"GET", "HEAD"})
+# Idle connections kept per guest address: enough for a busy site's keep-alive, not a burst's.
+MAX_IDLE_PER_GUEST = 32
 
 _Key = tuple[str, int]
 
@@ -162,8 +164,9 @@ class FastPool:
         idle = self._idle.setdefault(key, [])
         now = self._clock()
         stale = now - self._keepalive_s
-        while idle and idle[0][0] < stale:
-            # Connections idle past the keep-alive time are not reused: drop the oldest.
+        while idle and (idle[0][0] < stale or len(idle) >= MAX_IDLE_PER_GUEST):
+            # Idle past the keep-alive time, or beyond what a burst needs kept: drop the oldest,
+            # so a burst to a guest that then goes quiet does not hold its sockets for ever.
             idle.pop(0)[1].close()
         idle.append((now, proto))
 

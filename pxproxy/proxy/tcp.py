@@ -22,6 +22,7 @@ from ..config.models import RouteConfig, split_address
 from ..inventory.store import Inventory
 from ..listeners.bind_errors import listening
 from ..wake.contract import Gate, WakeError, WakeTimeout
+from .upstream import UpstreamError, resolve
 
 log = logging.getLogger(__name__)
 
@@ -217,20 +218,13 @@ class TcpProxy:
         self, route: RouteConfig
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         # The live snapshot, read now: DHCP may have moved the guest since the last connection.
-        match = self._inventory.snapshot.lookup_ref(route.guest)
-        guests = match.guests
-        if len(guests) > 1:
-            running = tuple(g for g in guests if g.status == "running")
-            if len(running) != 1:
-                refs = ", ".join(g.ref for g in guests)
-                raise _Refused(f"guest {route.guest!r} is ambiguous ({refs})")
-            guests = running
-        if not guests:
-            raise _Refused(f"no guest {route.guest!r} in the inventory")
-        guest = guests[0]
-        if not guest.ips:
-            raise _Refused(f"guest {guest.ref} ({guest.status}) has no known IP address yet")
-        address = guest.ips[0]
+        # The same resolution as HTTP routes: an ambiguous ref is refused, never settled by
+        # "the one that runs" (a guest renamed in another cluster must not take the traffic).
+        try:
+            upstream = resolve(self._inventory.snapshot, route)
+        except UpstreamError as exc:
+            raise _Refused(str(exc)) from None
+        address = upstream.host.strip("[]")
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 return await asyncio.open_connection(address, route.port, limit=CHUNK)

@@ -356,7 +356,11 @@ class TermproxyConnector:
         except aiohttp.ServerFingerprintMismatch:
             raise PveTlsError("certificate fingerprint mismatch", path="vncwebsocket") from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise PveConnectionError(f"cannot open the terminal websocket: {exc}") from None
+            # Not str(exc): aiohttp puts the URL in it, and the URL carries the vncticket.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else None
+            raise PveConnectionError(
+                f"cannot open the terminal websocket on node {node}: {reason or type(exc).__name__}"
+            ) from None
         self.sessions_opened += 1
         keepalive: asyncio.Task[None] | None = None
         try:
@@ -385,7 +389,8 @@ class TermproxyConnector:
         finally:
             if keepalive is not None:
                 keepalive.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                # A keepalive that failed (the terminal went away) must not mask the result.
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await keepalive
             await _close_ws(ws)
 

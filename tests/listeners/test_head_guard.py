@@ -203,8 +203,11 @@ async def test_a_kept_alive_idle_connection_is_not_cut_by_the_header_timeout() -
             writer.write(head(path=b"/a") + b"\r\n")
             async with asyncio.timeout(5):
                 await reader.readuntil(b"/a 0")
-            # Idle between requests: aiohttp's keep-alive timer governs, not the head timer.
-            await asyncio.sleep(LIMITS.header_timeout_s * 2)
+            # Idle between requests: aiohttp's keep-alive timer governs; no head timer runs
+            # that the header timeout could close the connection with.
+            guard = run.listener.guard
+            await wait_for(lambda: len(guard.connections) == 1, 5, "the connection")
+            assert guard.head_timers() == 0
             writer.write(head(b"Connection: close", path=b"/b") + b"\r\n")
             async with asyncio.timeout(5):
                 answer = await reader.read()
@@ -255,7 +258,9 @@ async def test_a_websocket_passes_and_is_not_cut_by_the_header_timeout() -> None
     ):
         await ws.send_str("x" * 10_000)  # frames are not a head: no size limit
         assert (await ws.receive()).data == "x" * 10_000
-        await asyncio.sleep(LIMITS.header_timeout_s * 2)
+        # An upgraded connection has no head timer: the header timeout cannot cut it.
+        assert len(run.listener.guard.connections) == 1
+        assert run.listener.guard.head_timers() == 0
         await ws.send_str("still here")
         assert (await ws.receive()).data == "still here"
 
@@ -280,3 +285,15 @@ async def test_a_declined_upgrade_does_not_end_the_guarding(upgrade: bytes) -> N
     assert first.startswith(b"HTTP/1.1 200")
     assert second.startswith(b"HTTP/1.1 431")
     assert run.handled == ["/plain"]
+
+
+async def test_an_upgrade_aiohttp_never_switches_to_cannot_turn_the_guard_off() -> None:
+    # An h2c upgrade then a byte that is no HTTP: taken for "the upgrade was accepted", this
+    # once stopped the guarding of the connection, and a huge head went through.
+    trick = head(b"Connection: upgrade", b"Upgrade: h2c", path=b"/plain") + b"\r\n\x00"
+    oversized = head(*(b"X-%d: %s" % (i, b"a" * 1000) for i in range(30)), path=b"/big")
+    async with guarded() as run:
+        answer = await exchange(run.port, trick + oversized + b"\r\n")
+    # What follows a non-switching upgrade must be HTTP: the stray byte is refused at once.
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert "/big" not in run.handled

@@ -15,7 +15,12 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from pxproxy.proxy import fastpath
-from pxproxy.proxy.fastpath import FastPool, UpstreamConnectError, request_head
+from pxproxy.proxy.fastpath import (
+    MAX_IDLE_PER_GUEST,
+    FastPool,
+    UpstreamConnectError,
+    request_head,
+)
 from pxproxy.proxy.upstream_protocol import BODY_HIGH_WATER_BYTES, UpstreamProtocol
 
 from ..support import wait_for
@@ -391,3 +396,30 @@ async def test_pool_connect_refused_is_a_connect_error() -> None:
     assert isinstance(caught.value, aiohttp.ClientConnectionError)
     assert caught.value.port == port
     pool.close()
+
+
+class _IdleConnection:
+    """Stands in for a guest connection that finished its response."""
+
+    reusable = True
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def release(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_pool_keeps_at_most_max_idle_connections_per_guest() -> None:
+    pool = FastPool(connect_timeout=1, read_timeout=1, keepalive_s=15)
+    burst = [_IdleConnection() for _ in range(MAX_IDLE_PER_GUEST + 10)]
+    for conn in burst:
+        pool.release(("127.0.0.1", 8080), conn)  # type: ignore[arg-type]
+    # The oldest beyond the cap are closed at once, not left open until the guest gives up.
+    assert sum(c.closed for c in burst) == 10
+    assert all(c.closed for c in burst[:10])
+    pool.close()
+    assert all(c.closed for c in burst)

@@ -373,8 +373,8 @@ async def test_failed_wake_closes_the_client_with_a_log_line(
 @pytest.mark.parametrize(
     ("published", "why"),
     [
-        ((VMID, "mc", ()), "has no known IP address"),
-        ((VMID, "other", ("127.0.0.2",)), "no guest 'mc'"),
+        ((VMID, "mc", ()), "has no IP address yet"),
+        ((VMID, "other", ("127.0.0.2",)), "guest 'mc' is not in the inventory"),
     ],
     ids=["no-address", "unknown-guest"],
 )
@@ -395,6 +395,30 @@ async def test_unresolvable_guest_closes_the_client(
 
     await wait_for(lambda: len(hooks.closed) == 1, DEADLINE_S, "the connection to end")
     assert any(why in r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+
+
+async def test_an_ambiguous_guest_is_refused_even_when_only_one_runs(
+    inventory: Inventory, make_proxy: MakeProxy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The rename hijack on the TCP side: a second guest named like the route's, in another
+    cluster, must not get the route's traffic because it is the one that runs."""
+    inventory.publish(
+        ClusterSnapshot.build(
+            "lab", [make_guest(VMID, "mc", cluster="lab", status="stopped", ips=())], []
+        )
+    )
+    inventory.publish(
+        ClusterSnapshot.build(
+            "other", [make_guest(VMID + 1, "mc", cluster="other", ips=("127.0.0.1",))], []
+        )
+    )
+    hooks = Recorder()
+    _, address = await make_proxy(hooks=hooks)
+    reader, writer = await asyncio.open_connection(*address)
+    assert await closed_by_peer(reader)
+    writer.close()
+    await wait_for(lambda: len(hooks.closed) == 1, DEADLINE_S, "the connection to end")
+    assert any("is ambiguous" in r.getMessage() for r in caplog.records)
 
 
 async def test_nothing_listening_on_the_guest_closes_the_client(

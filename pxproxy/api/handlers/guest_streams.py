@@ -428,9 +428,20 @@ async def _exec_body(
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
-    if len(raw) > MAX_BODY:
-        raise ValidationError("body", f"the body is larger than {MAX_BODY} bytes")
+    too_large = ValidationError("body", f"the body is larger than {MAX_BODY} bytes")
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        raise too_large
+    # Bounded in size and in time, like a head: a trickled body must not hold the handler.
+    limit_s = context(request).config.api.header_timeout
+    raw = bytearray()
+    try:
+        async with asyncio.timeout(limit_s):
+            while chunk := await request.content.read(MAX_BODY + 1 - len(raw)):
+                raw += chunk
+                if len(raw) > MAX_BODY:
+                    raise too_large
+    except TimeoutError:
+        raise ValidationError("body", f"the body did not arrive within {limit_s:g}s") from None
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
