@@ -99,6 +99,81 @@ async def _wait_ok(url: str, headers: dict[str, str] | None = None, timeout_s: f
             await asyncio.sleep(0.2)
 
 
+@dataclass(frozen=True)
+class LabProcess:
+    """A running `pxproxy lab`: where it listens and the credentials it printed."""
+
+    port: int
+    token_id: str
+    secret: str
+    fingerprint: str
+
+    def cluster_yaml(self, poll_interval: str = "1s") -> str:
+        """The config's `proxmox:` section for this lab."""
+        return (
+            f"proxmox:\n  - url: https://127.0.0.1:{self.port}\n"
+            f"    token_id: '{self.token_id}'\n    secret: '{self.secret}'\n"
+            f"    tls: {{fingerprint: '{self.fingerprint}'}}\n"
+            f"    poll_interval: {poll_interval}\n    ips: {{loopback: true}}\n"
+        )
+
+
+async def start_lab(
+    tmp: Path,
+    procs: list[asyncio.subprocess.Process],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+    quiet: bool = False,
+) -> LabProcess:
+    """`pxproxy lab` with the bench SCENARIO, added to `procs` (stop them with stop_all)."""
+    (tmp / "lab.yml").write_text(SCENARIO, encoding="utf-8")
+    port = free_port()
+    lab = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "pxproxy", "lab", "--listen", f"127.0.0.1:{port}"),
+        *("--scenario", str(tmp / "lab.yml")),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL if quiet else None,
+        env=env,
+        cwd=cwd,
+    )
+    procs.append(lab)
+    assert lab.stdout is not None
+    text = await _read_until(lab.stdout, r"Ctrl-C stops")
+    fingerprint = re.search(r"fingerprint \(SHA-256\): (\S+)", text)
+    token = re.search(r"API token:\s+(\S+) = (\S+)", text)
+    if fingerprint is None or token is None:
+        raise RuntimeError(f"pxproxy lab printed no fingerprint or token:\n{text}")
+    return LabProcess(port, token.group(1), token.group(2), fingerprint.group(1))
+
+
+async def start_daemon(
+    config: Path,
+    procs: list[asyncio.subprocess.Process],
+    *,
+    env: dict[str, str] | None = None,
+    cwd: str | None = None,
+) -> asyncio.subprocess.Process:
+    """`pxproxy run -c config`, added to `procs`."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pxproxy", "run", "-c", str(config), env=env, cwd=cwd
+    )
+    procs.append(proc)
+    return proc
+
+
+async def stop_all(procs: list[asyncio.subprocess.Process], timeout_s: float = 10) -> None:
+    """Terminate the processes, newest first; kill what does not end in `timeout_s`."""
+    for proc in reversed(procs):
+        if proc.returncode is None:
+            proc.terminate()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), timeout_s)
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+
+
 @contextlib.asynccontextmanager
 async def stack(idle: str | None = None) -> AsyncIterator[Stack]:
     """`idle`: an idle timeout for the route (the wake benchmark); None: always on."""
@@ -108,44 +183,19 @@ async def stack(idle: str | None = None) -> AsyncIterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="pxproxy-bench-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            (tmp / "lab.yml").write_text(SCENARIO, encoding="utf-8")
-            lab_port = free_port()
-            lab = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "pxproxy",
-                "lab",
-                "--listen",
-                f"127.0.0.1:{lab_port}",
-                "--scenario",
-                str(tmp / "lab.yml"),
-                stdout=asyncio.subprocess.PIPE,
-            )
-            procs.append(lab)
-            assert lab.stdout is not None
-            text = await _read_until(lab.stdout, r"Ctrl-C stops")
-            fingerprint = re.search(r"fingerprint \(SHA-256\): (\S+)", text)
-            token = re.search(r"API token:\s+(\S+) = (\S+)", text)
-            if fingerprint is None or token is None:
-                raise RuntimeError(f"pxproxy lab printed no fingerprint or token:\n{text}")
+            lab = await start_lab(tmp, procs)
             proxy_port, api_port, nginx_port = free_port(), free_port(), free_port()
             ops = "bench-token-0123456789"
             idle_yaml = f"\n    idle: {{timeout: {idle}, wake_timeout: 30s}}" if idle else ""
             (tmp / "pxproxy.yml").write_text(
-                f"proxmox:\n  - url: https://127.0.0.1:{lab_port}\n"
-                f"    token_id: '{token.group(1)}'\n    secret: '{token.group(2)}'\n"
-                f"    tls: {{fingerprint: '{fingerprint.group(1)}'}}\n"
-                "    poll_interval: 1s\n    ips: {loopback: true}\n"
-                f"listen: {{proxy: '127.0.0.1:{proxy_port}', api: '127.0.0.1:{api_port}'}}\n"
+                lab.cluster_yaml()
+                + f"listen: {{proxy: '127.0.0.1:{proxy_port}', api: '127.0.0.1:{api_port}'}}\n"
                 f"api: {{tokens: [{{name: bench, secret: {ops}}}]}}\n"
                 f"routes:\n  - host: {HOST}\n    guest: 100\n    port: {GUEST_PORT}{idle_yaml}\n"
                 "log_level: warning\n",
                 encoding="utf-8",
             )
-            daemon = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "pxproxy", "run", "-c", str(tmp / "pxproxy.yml")
-            )
-            procs.append(daemon)
+            daemon = await start_daemon(tmp / "pxproxy.yml", procs)
             (tmp / "nginx.conf").write_text(
                 NGINX_CONF.format(tmp=tmp, ip=GUEST_IP, port=GUEST_PORT, listen=nginx_port),
                 encoding="utf-8",
@@ -172,14 +222,7 @@ async def stack(idle: str | None = None) -> AsyncIterator[Stack]:
                 nginx_pids=[nginx.pid, *nginx_pids],
             )
         finally:
-            for proc in reversed(procs):
-                if proc.returncode is None:
-                    proc.terminate()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(proc.wait(), 10)
-                    if proc.returncode is None:
-                        proc.kill()
-                        await proc.wait()
+            await stop_all(procs)
 
 
 async def _pgrep_children(pid: int) -> list[str]:

@@ -19,15 +19,13 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._stack import HOST, SCENARIO, _read_until, _wait_ok, free_port
+from ._stack import HOST, _wait_ok, free_port, start_daemon, start_lab, stop_all
 from ._util import row, rss_bytes
 
 CONNECTIONS = 300
@@ -52,64 +50,23 @@ async def daemon(code: str | None) -> AsyncIterator[Daemon]:
     with tempfile.TemporaryDirectory(prefix="pxproxy-head-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            (tmp / "lab.yml").write_text(SCENARIO, encoding="utf-8")
-            lab_port = free_port()
-            lab = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "pxproxy",
-                "lab",
-                "--listen",
-                f"127.0.0.1:{lab_port}",
-                "--scenario",
-                str(tmp / "lab.yml"),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.DEVNULL,  # its guest server's own 400 tracebacks
-                env=env,
-                cwd=code,
-            )
-            procs.append(lab)
-            assert lab.stdout is not None
-            text = await _read_until(lab.stdout, r"Ctrl-C stops")
-            fingerprint = re.search(r"fingerprint \(SHA-256\): (\S+)", text)
-            token = re.search(r"API token:\s+(\S+) = (\S+)", text)
-            if fingerprint is None or token is None:
-                raise RuntimeError(f"pxproxy lab printed no fingerprint or token:\n{text}")
+            # Its guest servers' own 400 tracebacks are not ours to read.
+            lab = await start_lab(tmp, procs, env=env, cwd=code, quiet=True)
             proxy_port, api_port = free_port(), free_port()
             (tmp / "pxproxy.yml").write_text(
-                f"proxmox:\n  - url: https://127.0.0.1:{lab_port}\n"
-                f"    token_id: '{token.group(1)}'\n    secret: '{token.group(2)}'\n"
-                f"    tls: {{fingerprint: '{fingerprint.group(1)}'}}\n"
-                "    poll_interval: 1s\n    ips: {loopback: true}\n"
-                f"listen: {{proxy: '127.0.0.1:{proxy_port}', api: '127.0.0.1:{api_port}'}}\n"
+                lab.cluster_yaml()
+                + f"listen: {{proxy: '127.0.0.1:{proxy_port}', api: '127.0.0.1:{api_port}'}}\n"
                 "api: {tokens: [{name: bench, secret: bench-token-0123456789}]}\n"
                 f"routes:\n  - host: {HOST}\n    guest: 100\n    port: 8080\n"
                 "log_level: warning\n",
                 encoding="utf-8",
             )
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "pxproxy",
-                "run",
-                "-c",
-                str(tmp / "pxproxy.yml"),
-                env=env,
-                cwd=code,
-            )
-            procs.append(proc)
+            proc = await start_daemon(tmp / "pxproxy.yml", procs, env=env, cwd=code)
             await _wait_ok(f"http://127.0.0.1:{api_port}/health")
             await _wait_ok(f"http://127.0.0.1:{proxy_port}/healthz", {"Host": HOST})
             yield Daemon(proc.pid, proxy_port, api_port)
         finally:
-            for p in reversed(procs):
-                if p.returncode is None:
-                    p.terminate()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(p.wait(), 15)
-                    if p.returncode is None:
-                        p.kill()
-                        await p.wait()
+            await stop_all(procs, timeout_s=15)
 
 
 def source(index: int) -> tuple[str, int]:

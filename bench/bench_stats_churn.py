@@ -47,7 +47,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ._stack import SCENARIO, _read_until, _wait_ok, free_port
+from ._stack import _wait_ok, free_port, start_daemon, start_lab, stop_all
 from ._util import row, rss_bytes
 
 ROUNDS = 4
@@ -306,46 +306,21 @@ async def daemon() -> AsyncIterator[Daemon]:
     with tempfile.TemporaryDirectory(prefix="pxproxy-churn-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            (tmp / "lab.yml").write_text(SCENARIO, encoding="utf-8")
-            lab_port, proxy_port, api_port = free_port(), free_port(), free_port()
-            lab = await asyncio.create_subprocess_exec(
-                *(sys.executable, "-m", "pxproxy", "lab", "--listen", f"127.0.0.1:{lab_port}"),
-                *("--scenario", f"{tmp}/lab.yml"),
-                stdout=asyncio.subprocess.PIPE,
-            )
-            procs.append(lab)
-            assert lab.stdout is not None
-            text = await _read_until(lab.stdout, r"Ctrl-C stops")
-            fingerprint = re.search(r"fingerprint \(SHA-256\): (\S+)", text)
-            token = re.search(r"API token:\s+(\S+) = (\S+)", text)
-            if fingerprint is None or token is None:
-                raise RuntimeError(f"pxproxy lab printed no fingerprint or token:\n{text}")
+            lab = await start_lab(tmp, procs)
+            proxy_port, api_port = free_port(), free_port()
             (tmp / "pxproxy.yml").write_text(
-                f"proxmox:\n  - url: https://127.0.0.1:{lab_port}\n"
-                f"    token_id: '{token.group(1)}'\n    secret: '{token.group(2)}'\n"
-                f"    tls: {{fingerprint: '{fingerprint.group(1)}'}}\n"
-                "    poll_interval: 1s\n    ips: {loopback: true}\n"
-                f"listen: {{proxy: '127.0.0.1:{proxy_port}', api: '127.0.0.1:{api_port}'}}\n"
+                lab.cluster_yaml()
+                + f"listen: {{proxy: '127.0.0.1:{proxy_port}', api: '127.0.0.1:{api_port}'}}\n"
                 f"api: {{tokens: [{{name: bench, secret: {TOKEN}, scopes: [read]}}]}}\n"
                 "log_level: warning\n",
                 encoding="utf-8",
             )
-            run = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "pxproxy", "run", "-c", f"{tmp}/pxproxy.yml"
-            )
-            procs.append(run)
+            run = await start_daemon(tmp / "pxproxy.yml", procs)
             url = f"http://127.0.0.1:{api_port}"
             await _wait_ok(f"{url}/api/v1/guests/100", {"Authorization": f"Bearer {TOKEN}"})
             yield Daemon(url, TOKEN, run.pid)
         finally:
-            for proc in reversed(procs):
-                if proc.returncode is None:
-                    proc.terminate()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(proc.wait(), 10)
-                    if proc.returncode is None:
-                        proc.kill()
-                        await proc.wait()
+            await stop_all(procs)
 
 
 async def main_daemon(rounds: int, cycles: int, concurrency: int) -> None:
