@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -14,27 +15,31 @@ from aiohttp import web
 from . import startup_summary
 from .api.app import build_app, make_context
 from .api.audit import AuditLog
+from .api.auth import TokenAuthority
+from .api.handlers import CONTEXT
 from .api.listener import handler_kwargs as api_handler_kwargs
 from .api.listener import head_limits as api_head_limits
 from .audit.chained_file import AuditFileError
-from .config.loader import ConfigError
+from .config.loader import ConfigError, load_config
 from .config.models import Config, is_loopback_host, split_address
 from .inventory.poller import ClusterPoller
 from .inventory.seen_records import SeenGuests, remembered_addresses
 from .inventory.store import Inventory
-from .listeners.bind_errors import listening
+from .listeners.bind_errors import ListenError, listening
 from .listeners.serve import GuardedListener, listen
 from .metrics import Metrics
 from .proxy.http import HttpProxy
-from .proxy.routes import RouteTable
 from .proxy.tcp import TcpProxy
+from .reload import ConfigWatch, plan
+from .routing.endpoints import ProxyEndpoints, endpoints_for
+from .routing.route_set import Declared, Route, RouteSet, RouteStore, merge
 from .services import Services, alias_sources, make_poller
-from .shutdown import Stopping
+from .shutdown import Stopping, cancel_and_wait
 from .state.memory_store import MemoryStore
 from .state.opening import open_store
 from .state.store import SavedState, StateError
 from .state.writer import StateWriter
-from .wake.manager import DependencyCycleError, WakeManager
+from .wake.manager import DependencyCycleError, WakeManager, check_routes
 
 log = logging.getLogger(__name__)
 
@@ -66,31 +71,37 @@ class Daemon:
         self._api_runner: web.AppRunner | None = None
         self._proxy_runner: web.BaseRunner | None = None
         self._listeners: list[GuardedListener] = []
-        http_routes = [r for r in config.routes if r.host]
-        self.http_proxy = (
-            HttpProxy(
-                RouteTable(config.routes),
-                self.inventory,
-                self.wake.gate_for,
-                config.proxy,
-                self.metrics,
-                stopping=self.stopping,
-            )
-            if http_routes
-            else None
+        # The effective routes (the config's, then guests' notes'), swapped whole; idle-watch
+        # follows every new set first, so a gate exists before the proxy routes to it.
+        self.routes = RouteStore()
+        self.routes.on_change(lambda routes: self.wake.update(routes.configs))
+        self._declared: dict[str, tuple[Declared, ...]] = {}
+        self.routes.publish(config.routes, ())
+        self.http_proxy = HttpProxy(
+            lambda: self.routes.current.table,
+            self.inventory,
+            self.wake.gate_for,
+            config.proxy,
+            self.metrics,
+            stopping=self.stopping,
         )
-        tcp_routes = [(i, r) for i, r in enumerate(config.routes) if r.listen]
-        self.tcp_proxy = (
-            TcpProxy(
-                tcp_routes,
-                self.inventory,
-                self.wake.gate_for,
-                connect_timeout_s=config.proxy.connect_timeout,
-                hooks=self.metrics,
-            )
-            if tcp_routes
-            else None
+        self.tcp_proxy = TcpProxy(
+            self.inventory,
+            self.wake.gate_for,
+            routes=[r.config for r in self.routes.current.tcp()],
+            connect_timeout_s=config.proxy.connect_timeout,
+            hooks=self.metrics,
         )
+        self._proxy_listener: GuardedListener | None = None
+        self._proxy_listen: str | None = None  # the address it listens on
+        self._reload_lock = asyncio.Lock()
+        self._reload_errors: tuple[str, ...] = ()
+        self._route_kick = asyncio.Event()
+        self._route_task: asyncio.Task[None] | None = None
+        self._watch: ConfigWatch | None = None
+        self._reloads: set[asyncio.Task[bool]] = set()
+        self._api_app: web.Application | None = None
+        self.reloads = 0  # applied reloads, for tests and the log
         self.audit: AuditLog | None = None  # opened by start()
         self.api_port: int | None = None
         self.proxy_port: int | None = None
@@ -126,8 +137,11 @@ class Daemon:
             audit=self.audit,
             shells=services.shells,
             stats=services.stats,
+            routes=self.routes,
+            endpoints=self.endpoints,
+            reload_errors=lambda: self._reload_errors,
         )
-        app = build_app(ctx)
+        app = self._api_app = build_app(ctx)
         self._api_runner = web.AppRunner(
             app,
             access_log=None,
@@ -159,21 +173,35 @@ class Daemon:
             self.state.add_source(self.wake)
             self.state.start()
         self._summaries.start()
-        if self.config.routes:
-            await self._start_routing()
+        await self._start_routing()
+        self._route_task = asyncio.create_task(self._follow_routes(), name="route-set")
+        if self.config_path is not None:
+            self._watch = ConfigWatch(self.config_path, self._reload_from_watch)
+            self._watch.start()
         self._log_listeners()
 
     def _log_listeners(self) -> None:
         api_host, _ = split_address(self.config.listen.api)
         proxy_host, _ = split_address(self.config.listen.proxy)
-        tcp = {}
-        if self.tcp_proxy is not None:
-            for index, (host, port) in self.tcp_proxy.bound_addresses().items():
-                tcp[startup_summary.route_name(self.config.routes[index])] = f"{host}:{port}"
+        names = {r.config.listen: r.name for r in self.routes.current.tcp()}
+        tcp = {
+            names.get(listen, listen): f"{host}:{port}"
+            for listen, (host, port) in self.tcp_proxy.bound_addresses().items()
+        }
         startup_summary.log_listeners(
             f"{api_host}:{self.api_port}",
             f"{proxy_host}:{self.proxy_port}" if self.proxy_port is not None else None,
             tcp,
+        )
+
+    def endpoints(self) -> ProxyEndpoints:
+        """Where other proxies reach pxproxy's listeners now (ports as bound)."""
+        http = None
+        if self._proxy_listener is not None and self._proxy_listen is not None:
+            host, _ = split_address(self._proxy_listen)
+            http = (host, self.proxy_port or 0)
+        return endpoints_for(
+            self.config.integrations.proxy_address, http, self.tcp_proxy.bound_addresses()
         )
 
     async def _open_state(self) -> SavedState:
@@ -194,15 +222,32 @@ class Daemon:
         return saved
 
     async def _start_routing(self) -> None:
-        if self.http_proxy is not None:
-            host, port = split_address(self.config.listen.proxy)
-            self._proxy_runner = self.http_proxy.make_runner(
-                shutdown_timeout=self.config.shutdown_grace
-            )
-            await self._proxy_runner.setup()
+        self._proxy_runner = self.http_proxy.make_runner(
+            shutdown_timeout=self.config.shutdown_grace
+        )
+        await self._proxy_runner.setup()
+        await self._sync_proxy_listener(strict=True)
+        await self.tcp_proxy.start()
+
+    async def _sync_proxy_listener(self, *, strict: bool = False) -> None:
+        """The proxy listener exists while there are HTTP routes, on listen.proxy: opened
+        when the first appears or the address changes, its socket closed otherwise (the
+        connections it accepted go on)."""
+        wanted = self.config.listen.proxy if self.routes.current.http() else None
+        if wanted == self._proxy_listen:
+            return
+        if self._proxy_listener is not None:
+            self._proxy_listener.close()
+            self._listeners.remove(self._proxy_listener)
+            log.info("pxproxy proxy stopped listening on %s", self._proxy_listen)
+            self._proxy_listener, self._proxy_listen, self.proxy_port = None, None, None
+        if wanted is None or self._proxy_runner is None:
+            return
+        host, port = split_address(wanted)
+        try:
             listener = await listening(
                 "listen.proxy",
-                self.config.listen.proxy,
+                wanted,
                 listen(
                     self._proxy_runner,
                     host,
@@ -212,11 +257,113 @@ class Daemon:
                     handler=self.http_proxy.handler_kwargs(),
                 ),
             )
-            self._listeners.append(listener)
-            self.proxy_port = listener.port
-            log.info("pxproxy proxy listening on %s:%s", host, self.proxy_port)
-        if self.tcp_proxy is not None:
-            await self.tcp_proxy.start()
+        except ListenError as exc:
+            if strict:
+                raise
+            log.error("%s", exc)
+            return
+        self._listeners.append(listener)
+        self._proxy_listener, self._proxy_listen = listener, wanted
+        self.proxy_port = listener.port
+        log.info("pxproxy proxy listening on %s:%s", host, self.proxy_port)
+
+    # ------------------------------------------------------------------ routes and reloads
+
+    def declare(self, cluster: str, declared: tuple[Declared, ...]) -> None:
+        """What one cluster's tagged guests declare now (the notes watcher calls this)."""
+        if self._declared.get(cluster) == declared:
+            return
+        self._declared[cluster] = declared
+        self._route_kick.set()
+
+    def _declared_now(self) -> list[Declared]:
+        return [d for cluster in sorted(self._declared) for d in self._declared[cluster]]
+
+    async def _follow_routes(self) -> None:
+        while True:
+            await self._route_kick.wait()
+            self._route_kick.clear()
+            try:
+                async with self._reload_lock:
+                    await self._apply_routes()
+            except Exception:  # a bug in one round must not end route following
+                log.exception("applying the route set failed")
+
+    async def _apply_routes(self) -> None:
+        """Publish the merge of the config's routes and the notes' (a depends_on cycle
+        through guests' notes drops those guests' routes, reported), then follow it with
+        the listeners."""
+        declared = self._declared_now()
+        routes = merge(self.config.routes, declared)
+        try:
+            check_routes(routes.configs)
+        except DependencyCycleError as exc:
+            declared = [_without_dependencies(d, str(exc)) for d in declared]
+        before = self.routes.current
+        if self.routes.publish(self.config.routes, declared):
+            _log_route_changes(before, self.routes.current)
+        await self.tcp_proxy.apply([r.config for r in self.routes.current.tcp()])
+        await self._sync_proxy_listener()
+
+    async def reload(self) -> bool:
+        """Read the config file again and apply it, or keep the running one (errors in the
+        log and /health). True when the new config was applied."""
+        if self.config_path is None:
+            log.warning("reload asked for, but no config file was given: nothing to read")
+            return False
+        async with self._reload_lock:
+            try:
+                new = await asyncio.to_thread(load_config, str(self.config_path))
+                check_routes(new.routes)
+            except (ConfigError, DependencyCycleError) as exc:
+                problems = getattr(exc, "problems", ())
+                errors = [str(p) for p in problems] or [str(exc)]
+                self._reload_errors = tuple(errors)
+                log.error(
+                    "config reload failed; the running config stays: %s",
+                    "; ".join(errors),
+                    extra={"errors": errors},
+                )
+                return False
+            self._reload_errors = ()
+            change = plan(self.config, new)
+            if change.restart:
+                log.warning(
+                    "config reload: %s changed and only take effect on a restart",
+                    ", ".join(change.restart),
+                )
+            if not change.changed:
+                log.info("config reload: nothing to apply")
+                return True
+            self._apply_config(change.config)
+            await self._apply_routes()
+            self.reloads += 1
+            log.info(
+                "config reloaded: %s", ", ".join(change.changed), extra={"changed": change.changed}
+            )
+            return True
+
+    def _apply_config(self, config: Config) -> None:
+        self.config = config
+        for cluster in self.services.clusters:
+            cluster.poller.set_extra_aliases(alias_sources(config))
+        if self._api_app is not None:
+            cell = self._api_app[CONTEXT]
+            cell.ctx = dataclasses.replace(
+                cell.ctx, config=config, authority=TokenAuthority(config.api.tokens)
+            )
+        if config.log_level:
+            logging.getLogger("pxproxy").setLevel(config.log_level.upper())
+
+    async def _reload_from_watch(self) -> None:
+        log.info("config file %s changed: reloading", self.config_path)
+        await self.reload()
+
+    def _reload_soon(self) -> None:
+        log.info("SIGHUP: reloading %s", self.config_path)
+        task = asyncio.create_task(self.reload(), name="config-reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
 
     async def stop(self) -> None:
         """Drain, then stop. At once: stop accepting, and end follow streams, WebSockets, execs
@@ -225,13 +372,19 @@ class Daemon:
         self.stopping.set()
         grace = self.config.shutdown_grace
         started = time.monotonic()
+        if self._watch is not None:
+            await self._watch.stop()
+        for task in [self._route_task, *self._reloads]:
+            await cancel_and_wait(task)
         await self._stop_listening()
         # The stats hub ends its streams now (each with its last word), before the drain
         # waits for them; services.stop() below finds it closed.
         await self.services.stats.close()
-        drains = [self._drain_runner(self._proxy_runner), self._drain_runner(self._api_runner)]
-        if self.tcp_proxy is not None:
-            drains.append(self.tcp_proxy.close(grace))
+        drains = [
+            self._drain_runner(self._proxy_runner),
+            self._drain_runner(self._api_runner),
+            self.tcp_proxy.close(grace),
+        ]
         try:
             # aiohttp waits the grace, then cancels handlers and may wait as long again for
             # them: this bound keeps the whole stop within what a service manager allows.
@@ -240,8 +393,7 @@ class Daemon:
         except TimeoutError:
             log.warning("connections still open %gs after the grace period: closed", DRAIN_EXTRA_S)
         self._proxy_runner = self._api_runner = None
-        if self.http_proxy is not None:
-            await self.http_proxy.close()
+        await self.http_proxy.close()
         if self.state is not None:
             await self.state.stop()  # its last look at idle-watch is taken before it stops
         await self._summaries.stop()
@@ -277,6 +429,7 @@ class Daemon:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         try:
             # Inside the try: a start that fails (a port in use, a config error found late)
             # still stops what it started, so no session or task is left behind.
@@ -288,3 +441,37 @@ class Daemon:
             )
         finally:
             await self.stop()
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+
+
+def _without_dependencies(declared: Declared, why: str) -> Declared:
+    """A guest's declared routes minus those with depends_on, after a cycle was found."""
+    if not any(r.idle and r.idle.depends_on for r in declared.routes):
+        return declared
+    return Declared(declared.guest, declared.name, error=f"{why}; its routes are not served")
+
+
+def _log_route_changes(before: RouteSet, after: RouteSet) -> None:
+    old = {r.name: r for r in before.routes}
+    new = {r.name: r for r in after.routes}
+    for name in sorted(new.keys() - old.keys()):
+        log.info("route %s added (%s)", name, _origin(new[name]))
+    for name in sorted(old.keys() - new.keys()):
+        log.info("route %s removed (%s)", name, _origin(old[name]))
+    for name in sorted(n for n in new.keys() & old.keys() if new[n] != old[n]):
+        log.info("route %s changed (%s)", name, _origin(new[name]))
+    known = set(before.problems)
+    for problem in after.problems:
+        if problem not in known:
+            log.warning(
+                "notes of %s (%s): %s",
+                problem.name,
+                problem.guest,
+                problem.error,
+                extra={"guest": problem.guest, "error": problem.error},
+            )
+
+
+def _origin(route: Route) -> str:
+    return "config" if route.owner is None else f"notes of {route.owner}"

@@ -15,6 +15,7 @@ from .config.models import RouteConfig
 from .inventory.snapshot import ClusterSnapshot, Snapshot
 from .inventory.store import Inventory
 from .pve.errors import PveError
+from .routing.route_set import route_name
 from .shutdown import cancel_and_wait
 
 log = logging.getLogger("pxproxy.startup")
@@ -28,13 +29,6 @@ class VersionSource(Protocol):
     """The part of PveClient the summary uses."""
 
     async def version(self) -> dict[str, Any]: ...
-
-
-def route_name(route: RouteConfig) -> str:
-    """How logs name a route: its hosts, or `tcp:` and its listen address."""
-    if route.host:
-        return ",".join(route.host)
-    return f"tcp:{route.listen}"
 
 
 def route_line(route: RouteConfig) -> str:

@@ -5,22 +5,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from aiohttp import web
 
-from ..config.models import Config
+from ..config.models import Config, RouteConfig
 from ..inventory.store import Inventory
 from ..listeners.server_header import on_response_prepare
 from ..metrics import Metrics
 from ..pve.client import PveClient
+from ..routing.endpoints import ProxyEndpoints
+from ..routing.route_set import RouteStore
 from ..shutdown import Stopping
 from ..streams.shell_runner import ShellRunner
 from ..streams.stats import StatsHub
 from . import handlers
 from .audit import AuditLog
 from .auth import ANONYMOUS, Principal, TokenAuthority
-from .context import PRINCIPAL, ApiContext, PowerActions, RouteWake
+from .context import PRINCIPAL, ApiContext, ContextCell, PowerActions, RouteWake
 from .handlers import Handler
 from .problems import ApiError, problem_response
 
@@ -37,12 +39,13 @@ def build_app(
     """Each route is wrapped once at startup with auth, error mapping and metrics: cheaper per
     request than an aiohttp middleware, which is rebuilt around the handler on every call."""
     app = web.Application(client_max_size=64 * 1024)
-    app[handlers.CONTEXT] = ctx
+    cell = ContextCell(ctx)
+    app[handlers.CONTEXT] = cell
     app.on_response_prepare.append(on_response_prepare)  # `Server: pxproxy`, no version
 
     async def begin_stopping(_: web.Application) -> None:
         # First of the shutdown steps: open streams end themselves before aiohttp waits.
-        ctx.stopping.set()
+        cell.ctx.stopping.set()
 
     app.on_shutdown.append(begin_stopping)
     for step in setup:  # services of the streaming endpoints, under their own AppKeys
@@ -50,25 +53,25 @@ def build_app(
     for route in handlers.ROUTES:
         # The metrics label is the canonical path: "/api/v1/guests/{ref}".
         endpoint = re.sub(r"\{(\w+):[^}]*\}", r"{\1}", route.path)
-        edge = _edge(ctx, endpoint, route.handler, route.open)
+        edge = _edge(cell, endpoint, route.handler, route.open)
         app.router.add_route(route.method, route.path, edge)
         if route.method == "GET" and not route.stream:
             # Load balancers probe with HEAD: same answer, no body.
             app.router.add_route("HEAD", route.path, edge)
     # Last: anything no route took gets a problem document (404, or 405 with Allow).
-    app.router.add_route("*", "/{tail:.*}", _edge(ctx, UNMATCHED, _unmatched, True))
+    app.router.add_route("*", "/{tail:.*}", _edge(cell, UNMATCHED, _unmatched, True))
     return app
 
 
-def _edge(ctx: ApiContext, endpoint: str, handler: Handler, open_: bool) -> Handler:
-    metrics = ctx.metrics
-    authority = ctx.authority
-    loopback = ctx.loopback_listener
+def _edge(cell: ContextCell, endpoint: str, handler: Handler, open_: bool) -> Handler:
+    metrics = cell.ctx.metrics
 
     async def edge(request: web.Request) -> web.StreamResponse:
         try:
             if not open_:
-                request[PRINCIPAL] = _principal(request, authority, loopback)
+                # Read per request: a reload may have swapped the tokens.
+                ctx = cell.ctx
+                request[PRINCIPAL] = _principal(request, ctx.authority, ctx.loopback_listener)
             response = await handler(request)
         except asyncio.CancelledError:
             # The client left (or the daemon stopped) mid-request: counted as nginx's 499.
@@ -144,6 +147,10 @@ def make_context(
     audit: AuditLog | None = None,
     shells: ShellRunner | None = None,
     stats: StatsHub | None = None,
+    routes: RouteStore | None = None,
+    endpoints: Callable[[], ProxyEndpoints] | None = None,
+    reload_errors: Callable[[], Sequence[str]] | None = None,
+    activity_of: Callable[[RouteConfig], str] | None = None,
 ) -> ApiContext:
     return ApiContext(
         config=config,
@@ -159,4 +166,8 @@ def make_context(
         audit=audit or AuditLog(),
         shells=shells,
         stats=stats,
+        routes=routes or RouteStore(),
+        endpoints=endpoints or ProxyEndpoints,
+        reload_errors=reload_errors or tuple,
+        **({"activity_of": activity_of} if activity_of is not None else {}),
     )

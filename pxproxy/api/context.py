@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
 
-from ..config.models import Config
+from ..config.models import Config, RouteConfig
 from ..inventory.model import Guest
 from ..inventory.store import Inventory
 from ..metrics import Metrics
 from ..pve.client import PveClient
 from ..pve.models import TaskStatus
+from ..routing.endpoints import ProxyEndpoints
 from ..routing.hosts import RouteTable
+from ..routing.route_set import RouteStore
 from ..shutdown import Stopping
 from ..streams.shell_runner import ShellRunner
 from ..streams.stats import StatsHub
@@ -29,9 +31,9 @@ class RouteWake(Protocol):
     """Idle-watch as the API sees it (`wake.manager.WakeManager` fits)."""
 
     def states(self) -> Sequence[tuple[int, WakeState]]:
-        """(route index, wake state) of every route."""
+        """(position in the current route set, wake state) of every route."""
 
-    def gate_for(self, route_index: int) -> Gate: ...
+    def gate_for(self, route: RouteConfig | int) -> Gate: ...
 
 
 class SentAction(Protocol):
@@ -74,8 +76,30 @@ class ApiContext:
     stats: StatsHub | None = None
     # Set when the daemon (or the app) begins to stop: long-lived streams end themselves.
     stopping: Stopping = field(default_factory=Stopping)
-    # The same host → route table class the proxy uses, so ?host= decides as the proxy does.
-    route_table: RouteTable = field(init=False)
+    # The live route set (config and guests' notes), the one the proxy routes by.
+    routes: RouteStore = field(default_factory=RouteStore)
+    # Where other proxies reach pxproxy's proxy listeners now (the bound ports).
+    endpoints: Callable[[], ProxyEndpoints] = ProxyEndpoints
+    # The config's problems from the last reload that failed (shown in /health); () if none.
+    reload_errors: Callable[[], Sequence[str]] = tuple
+    # The activity source of a route, as /api/v1/routes shows it (idle-watch's, when set).
+    activity_of: Callable[[RouteConfig], str] = lambda route: route.activity.source
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "route_table", RouteTable(self.config.routes))
+        if self.config.routes and not self.routes.current.routes:
+            self.routes.publish(self.config.routes, ())
+
+    @property
+    def route_table(self) -> RouteTable:
+        """The same host → route table the proxy uses, so ?host= decides as the proxy does."""
+        return self.routes.current.table
+
+
+class ContextCell:
+    """The app's one mutable slot: a reload swaps in a new ApiContext (tokens, allowlists,
+    settings); a request in flight keeps the one it began with."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: ApiContext) -> None:
+        self.ctx = ctx

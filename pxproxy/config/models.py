@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from .allowlists import check_guest_entry, check_path_prefix
+from .companion import ActivityConfig, DnsConfig, IntegrationsConfig
 from .durations import parse_duration
 from .listen_marker import TCP as TCP_LISTENER
 from .node_names import check_node_alias, check_node_key
@@ -125,6 +126,9 @@ class ClusterConfig(Strict):
     resolve_concurrency: int = Field(default=8, ge=1, le=256)
     ip_refresh: Seconds = 300.0
     node_refresh: Seconds = 60.0
+    # Notes of guests tagged `pxproxy` are read again this often (and whenever their tags or
+    # status change); their routes are parsed again only when the config digest changes.
+    notes_refresh: Seconds = Field(default=30.0, ge=0.2, le=86400)
     ips: IpPolicy = IpPolicy()
 
     @field_validator("url")
@@ -274,6 +278,8 @@ class RouteConfig(Strict):
     scheme: Literal["http", "https"] = "http"
     path_prefix: str | None = None
     idle: IdleConfig | None = None
+    # How idle-watch learns of traffic another proxy carries (config/companion.py).
+    activity: ActivityConfig = ActivityConfig()
 
     @model_validator(mode="after")
     def _kind(self) -> RouteConfig:
@@ -356,6 +362,8 @@ class Config(Strict):
     # Node aliases, keyed `pve1` (any cluster) or `home:pve1` (config/node_names.py).
     nodes: dict[NodeKey, NodeExtras] = {}
     audit: AuditConfig = AuditConfig()
+    dns: DnsConfig | None = None
+    integrations: IntegrationsConfig = IntegrationsConfig()
 
     # A field validator (not Field(min_length=1) or a model validator): its errors carry the
     # key path "proxmox", and it only runs when every entry is valid, so an invalid entry is

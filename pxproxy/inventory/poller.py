@@ -90,6 +90,10 @@ class ClusterPoller:
         # that want resolved addresses before they go on (tests); the daemon does not wait.
         self.first_cycle = asyncio.Event()
 
+    def set_extra_aliases(self, pairs: Sequence[tuple[str, str]]) -> None:
+        """New (guest ref, alias) pairs from a reloaded config: the next snapshot has them."""
+        self._extra_aliases = tuple(pairs)
+
     @property
     def last(self) -> ClusterSnapshot | None:
         return self._last

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from multidict import CIMultiDict
 from yarl import URL
 
-from ..config.models import ProxyConfig
+from ..config.models import ProxyConfig, RouteConfig
 from ..inventory.store import Inventory
 from ..listeners.head_guard import HeadLimits
 from ..listeners.server_header import brand
@@ -104,14 +105,17 @@ class _Activity:
 class HttpProxy:
     def __init__(
         self,
-        routes: RouteTable,
+        routes: RouteTable | Callable[[], RouteTable],
         inventory: Inventory,
-        gates: Callable[[int], Gate],
+        gates: Callable[[RouteConfig], Gate],
         config: ProxyConfig,
         metrics: ProxyMetrics | None = None,
         stopping: Stopping | None = None,
     ) -> None:
-        self._routes = routes
+        # The live table (read per request: reloads and guests' notes swap it), or a fixed one.
+        self._table: Callable[[], RouteTable] = (
+            (lambda: routes) if isinstance(routes, RouteTable) else routes
+        )
         # Set when the daemon begins to stop: held requests, WebSockets and SSE end properly.
         self._stopping = stopping or Stopping()
         self._inventory = inventory
@@ -121,12 +125,10 @@ class HttpProxy:
         self._trusted = TrustedProxies(config.trusted_proxies)
         self._health = waiting.HealthChecks(config.health_checks)
         self._upstreams = UpstreamCache()
-        # "/app/" and "app" both become "/app"; "/" becomes "" (no prefix).
-        self._prefixes = {m.route_index: _prefix(m.route.path_prefix) for m in routes.routes}
         self._session: aiohttp.ClientSession | None = None
         self._fast: FastPool | None = None
         # Background wakes started for browsers, one per route; cancelled by close().
-        self._wakes: dict[int, asyncio.Task[None]] = {}
+        self._wakes: dict[str, asyncio.Task[None]] = {}
         self._closed = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -222,13 +224,13 @@ class HttpProxy:
             host, path_qs = url.authority, url.raw_path_qs
         if not host:
             return self._done(UNMATCHED, _text(400, "a Host header is required\n"))
-        match = self._routes.match(host)
+        match = self._table().match(host)
         if match is None:
             return self._done(
                 UNMATCHED,
                 problem(404, "Not Found", f"no route for host {host!r}", host=host),
             )
-        gate = self._gates(match.route_index)
+        gate = self._gates(match.route)
         path = path_qs.split("?", 1)[0]
         if path.startswith(waiting.INTERNAL_PREFIX):
             return self._done(match.name, await self._internal(request, path, gate))
@@ -291,7 +293,7 @@ class HttpProxy:
 
     def _start_wake(self, match: RouteMatch, gate: Gate) -> None:
         """Wake in the background while the browser shows the loading page."""
-        index = match.route_index
+        index = match.name
         running = self._wakes.get(index)
         if self._closed or (running is not None and not running.done()):
             return
@@ -321,7 +323,7 @@ class HttpProxy:
     ) -> web.StreamResponse:
         """Forward to the guest. `gate` None: a health check, which is not activity."""
         try:
-            upstream = self._upstreams.get(self._inventory.snapshot, match.route_index, match.route)
+            upstream = self._upstreams.get(self._inventory.snapshot, match.route)
         except UpstreamError as exc:
             return self._done(
                 match.name,
@@ -384,7 +386,7 @@ class HttpProxy:
                 yield chunk
 
         method = request.method
-        target = self._prefixes[match.route_index] + path_qs
+        target = _prefix(match.route.path_prefix) + path_qs
         head = None
         if not request.body_exists and method in FAST_METHODS and upstream.scheme == "http":
             # The common exchange takes the lean client; the rest goes through aiohttp's.
@@ -582,7 +584,7 @@ class HttpProxy:
         )
         scheme = "wss" if upstream.scheme == "https" else "ws"
         origin = f"{scheme}://{upstream.host}:{upstream.port}"
-        url = URL(origin + self._prefixes[match.route_index] + path_qs, encoded=True)
+        url = URL(origin + _prefix(match.route.path_prefix) + path_qs, encoded=True)
         started = time.monotonic()
         try:
             # The guest first: if it refuses, the client gets a plain 502, not a dead socket.
@@ -693,7 +695,9 @@ def _sendable(code: int) -> bool:
     return code in _VALID_CLOSE or 3000 <= code <= 4999
 
 
+@functools.lru_cache(maxsize=1024)
 def _prefix(path_prefix: str | None) -> str:
+    """ "/app/" and "app" both become "/app"; "/" becomes "" (no prefix)."""
     stripped = (path_prefix or "").strip("/")
     return "/" + stripped if stripped else ""
 

@@ -14,13 +14,13 @@ import contextlib
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from ..config.models import RouteConfig, split_address
 from ..inventory.store import Inventory
-from ..listeners.bind_errors import listening
+from ..listeners.bind_errors import ListenError, listening
 from ..wake.contract import Gate, WakeError, WakeTimeout
 from .upstream import UpstreamError, resolve
 
@@ -66,60 +66,82 @@ class _Flow:
 
 
 class TcpProxy:
-    """Listeners for the TCP routes (`listen:` set) of the config.
+    """Listeners for the TCP routes (`listen:` set), opened and closed as the route set
+    changes (`apply`); a connection open on a route that goes away is left to finish.
 
-    `routes` pairs each route with its index in the config; `gates(index)` gives that route's
-    gate (`AlwaysReady` for routes without `idle:`).
+    `gates(route)` gives a route's gate (`AlwaysReady` for routes without `idle:`).
     """
 
     def __init__(
         self,
-        routes: list[tuple[int, RouteConfig]],
         inventory: Inventory,
-        gates: Callable[[int], Gate],
+        gates: Callable[[RouteConfig], Gate],
         *,
         connect_timeout_s: float,
         hooks: TcpHooks | None = None,
+        routes: Sequence[RouteConfig] = (),
     ) -> None:
-        for index, route in routes:
+        for route in routes:
             if route.listen is None:
-                raise ValueError(f"route {index} has no listen address: not a TCP route")
-        self._routes = list(routes)
+                raise ValueError(f"route {route.guest} has no listen address: not a TCP route")
+        self._initial = tuple(routes)
+        self._routes: dict[str, RouteConfig] = {}  # listen address -> its route now
         self._inventory = inventory
         self._gates = gates
         self._connect_timeout_s = connect_timeout_s
         self._hooks = hooks
-        self._servers: dict[int, asyncio.Server] = {}
+        self._servers: dict[str, asyncio.Server] = {}
+        self._closed_servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._closing = False
 
     async def start(self) -> None:
         """Listen on every route's address; if one cannot bind, none stays open."""
         try:
-            for index, route in self._routes:
-                assert route.listen is not None  # checked in __init__
-                host, port = split_address(route.listen)
-                self._servers[index] = await listening(
-                    f"routes[{index}].listen",
-                    route.listen,
-                    asyncio.start_server(
-                        self._accept_callback(index, route), host, port, limit=CHUNK
-                    ),
-                )
-                log.info(
-                    "TCP route listening on %s -> %s:%d", route.listen, route.guest, route.port
-                )
+            await self.apply(self._initial, strict=True)
         except BaseException:
             await self.close()
             raise
 
-    def bound_addresses(self) -> dict[int, tuple[str, int]]:
-        """Route index -> the (host, port) actually bound (for listen addresses with port 0)."""
-        out: dict[int, tuple[str, int]] = {}
-        for index, server in self._servers.items():
+    async def apply(self, routes: Sequence[RouteConfig], *, strict: bool = False) -> list[str]:
+        """Follow a new route set: listen on new addresses, stop listening on those gone
+        (their open connections go on), and relay new connections by the new routes. An
+        address that cannot be bound raises with `strict` (at start); otherwise it is
+        logged and returned, and the other routes are served."""
+        wanted = {r.listen: r for r in routes if r.listen is not None}
+        for listen in [a for a in self._servers if a not in wanted]:
+            server = self._servers.pop(listen)
+            server.close()
+            self._closed_servers.append(server)
+            log.info("TCP route on %s removed: no longer listening", listen)
+        self._routes = dict(wanted)
+        errors: list[str] = []
+        for listen, route in wanted.items():
+            if listen in self._servers:
+                continue
+            host, port = split_address(listen)
+            try:
+                self._servers[listen] = await listening(
+                    f"route {route_label(route)} listen",
+                    listen,
+                    asyncio.start_server(self._accept_callback(listen), host, port, limit=CHUNK),
+                )
+            except ListenError as exc:
+                if strict:
+                    raise
+                log.error("%s", exc)
+                errors.append(str(exc))
+                continue
+            log.info("TCP route listening on %s -> %s:%d", listen, route.guest, route.port)
+        return errors
+
+    def bound_addresses(self) -> dict[str, tuple[str, int]]:
+        """Listen address as configured -> the (host, port) actually bound (port 0 too)."""
+        out: dict[str, tuple[str, int]] = {}
+        for listen, server in self._servers.items():
             if server.sockets:
                 name = server.sockets[0].getsockname()
-                out[index] = (str(name[0]), int(name[1]))
+                out[listen] = (str(name[0]), int(name[1]))
         return out
 
     @property
@@ -130,8 +152,9 @@ class TcpProxy:
         """Stop listening; give relayed connections `grace_s` to end by themselves, then reset
         the rest and await every task."""
         self._closing = True
-        servers = list(self._servers.values())
+        servers = [*self._servers.values(), *self._closed_servers]
         self._servers.clear()
+        self._closed_servers.clear()
         for server in servers:
             server.close()
         if grace_s > 0 and self._tasks:
@@ -149,16 +172,17 @@ class TcpProxy:
     # -- per connection -------------------------------------------------------------------------
 
     def _accept_callback(
-        self, index: int, route: RouteConfig
+        self, listen: str
     ) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter], None]:
         # A plain function, not a coroutine: asyncio would create (and not track) the task for a
         # coroutine callback; this way every connection task is ours to cancel and await.
         def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            if self._closing:
+            route = self._routes.get(listen)
+            if self._closing or route is None:
                 writer.transport.abort()
                 return
             task = asyncio.get_running_loop().create_task(
-                self._serve(index, route, reader, writer),
+                self._serve(route, reader, writer),
                 name=f"tcp-relay {route_label(route)}",
             )
             self._tasks.add(task)
@@ -168,14 +192,13 @@ class TcpProxy:
 
     async def _serve(
         self,
-        index: int,
         route: RouteConfig,
         client_reader: asyncio.StreamReader,
         client: asyncio.StreamWriter,
     ) -> None:
         label = route_label(route)
         peer = _peer(client)
-        gate = self._gates(index)
+        gate = self._gates(route)
         upstream: asyncio.StreamWriter | None = None
         clean = False
         if self._hooks is not None:

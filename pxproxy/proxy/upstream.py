@@ -73,13 +73,15 @@ class UpstreamCache:
 
     def __init__(self) -> None:
         self._snapshot: Snapshot | None = None
-        self._by_route: dict[int, Upstream] = {}
+        self._by_route: dict[tuple[str, int, str], Upstream] = {}
 
-    def get(self, snapshot: Snapshot, index: int, route: RouteConfig) -> Upstream:
+    def get(self, snapshot: Snapshot, route: RouteConfig) -> Upstream:
         if snapshot is not self._snapshot:
             self._snapshot = snapshot
             self._by_route = {}
-        found = self._by_route.get(index)
+        # Keyed by what the upstream depends on, so a reloaded route set needs no flush.
+        key = (route.guest, route.port, route.scheme)
+        found = self._by_route.get(key)
         if found is None:
-            found = self._by_route[index] = resolve(snapshot, route)
+            found = self._by_route[key] = resolve(snapshot, route)
         return found

@@ -86,3 +86,7 @@ class AlwaysReady:
 
     async def progress(self) -> AsyncIterator[WakeProgress]:
         yield WakeProgress(WakeState.READY, "ready")
+
+
+# The one gate of every route without idle-watch (it holds no state).
+ALWAYS_READY = AlwaysReady()

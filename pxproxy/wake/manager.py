@@ -11,10 +11,10 @@ from collections.abc import Callable, Mapping, Sequence
 from ..config.models import IdleConfig, RouteConfig
 from ..inventory.model import Guest
 from ..inventory.snapshot import Snapshot
+from ..routing.route_set import route_name
 from ..shutdown import cancel_and_wait
-from ..startup_summary import route_name
 from ..state.store import SavedState, guest_key
-from .contract import AlwaysReady, Gate, WakeState
+from .contract import ALWAYS_READY, Gate, WakeState
 from .power import PowerControl
 from .readiness import Probe, probe_for
 from .restore import GuestStatusApi, restore_wakers, routes_of, wake_records
@@ -61,68 +61,108 @@ class WakeManager:
         sync_grace_s: float = SYNC_GRACE_S,
     ) -> None:
         self.stats = WakeStats()
-        self._routes = tuple(routes)
+        self._routes: tuple[RouteConfig, ...] = ()
         self._inventory = inventory
+        self._power = power
+        self._probe_factory = probe_factory
+        self._clock = clock
+        self._observer = observer
+        self._probe_interval_s = probe_interval_s
+        self._sync_grace_s = sync_grace_s
         self._check_interval_s = check_interval_s
         self._task: asyncio.Task[None] | None = None
-        self._wakers: list[Waker] = []  # in the order built: route wakers first
+        self._wakers: list[Waker] = []  # owners, in the order built: route wakers first
+        self._by_ref: dict[str, Waker] = {}  # ref text (lowercase) -> the waker made for it
         self._by_guest: dict[str, Waker] = {}  # guest key -> the waker that owns the guest
         self._merged: list[Waker] = []  # merged away: closed on stop
-        self._gates: list[Gate] = []
+        # No longer routed to, but a wake or stop was in flight: closed once it is done.
+        self._retired: list[Waker] = []
+        self._old_probes: list[Probe] = []
         self._carry: SavedState | None = None
         self._saved: SavedState | None = None
         self._status: Mapping[str, GuestStatusApi] = {}
-        by_ref: dict[str, Waker] = {}
+        self.update(routes)
 
-        def make(ref: str, idle: IdleConfig | None, route: RouteConfig | None) -> Waker:
-            waker = Waker(
-                ref,
-                inventory=inventory,
-                power=power,
-                idle=idle,
-                port=route.port if route else None,
-                probe=probe_factory(idle, route) if idle and route else None,
-                clock=clock,
-                stats=self.stats,
-                observer=observer,
-                probe_interval_s=probe_interval_s,
-                sync_grace_s=sync_grace_s,
-                bind=self._bound,
-            )
-            self._wakers.append(waker)
-            return by_ref.setdefault(ref.strip().lower(), waker)
+    # ------------------------------------------------------------------ the route set
 
-        for route in self._routes:
-            if route.idle is None:
-                self._gates.append(AlwaysReady())
-                continue
-            waker = by_ref.get(route.guest.strip().lower()) or make(route.guest, route.idle, route)
-            waker.routes.append(route_name(route))
-            self._gates.append(waker)
-        for waker in list(self._wakers):
-            for ref in waker.idle.depends_on if waker.idle else ():
-                # Woken for its dependents, never stopped: it has no idle settings.
-                dep = by_ref.get(ref.strip().lower()) or make(ref, None, None)
-                waker.dependencies.append(dep)
-                dep.dependents.append(waker)
-        self._check_cycles()
+    def update(self, routes: Sequence[RouteConfig]) -> None:
+        """Follow a new route set (a reload, or guests' notes): wakers of refs still routed
+        keep their state and take the new idle settings; new refs get wakers; wakers no
+        longer routed to are retired once no wake or stop of theirs is in flight. Raises
+        DependencyCycleError, changing nothing, when depends_on would form a cycle."""
+        plan = _plan(routes)
+        _check_plan(plan)
+        self._routes = tuple(routes)
+        for key, (ref, settings, first) in plan.items():
+            if key not in self._by_ref:
+                self._by_ref[key] = self._make(ref, settings, first)
+        done: set[int] = set()
+        for key, (_, settings, first) in plan.items():
+            owner = _owner(self._by_ref[key])
+            if settings is not None and first is not None and id(owner) not in done:
+                done.add(id(owner))
+                self._reconfigure(owner, settings, first)
+        for key in [k for k in self._by_ref if k not in plan]:
+            del self._by_ref[key]
+        needed = {id(_owner(w)) for w in self._by_ref.values()}
+        for waker in [w for w in self._wakers if id(w) not in needed]:
+            self._retire(waker)
+        self._link(plan)
         self._bind_all()
 
-    def _check_cycles(self) -> None:
-        done: set[int] = set()
+    def _make(self, ref: str, idle: IdleConfig | None, route: RouteConfig | None) -> Waker:
+        waker = Waker(
+            ref,
+            inventory=self._inventory,
+            power=self._power,
+            idle=idle,
+            port=route.port if route else None,
+            probe=self._probe_factory(idle, route) if idle and route else None,
+            clock=self._clock,
+            stats=self.stats,
+            observer=self._observer,
+            probe_interval_s=self._probe_interval_s,
+            sync_grace_s=self._sync_grace_s,
+            bind=self._bound,
+        )
+        if route is not None:
+            waker.scheme = route.scheme
+        self._wakers.append(waker)
+        return waker
 
-        def visit(waker: Waker, path: list[Waker]) -> None:
-            if waker in path:
-                cycle = " -> ".join(w.ref for w in [*path[path.index(waker) :], waker])
-                raise DependencyCycleError(f"depends_on forms a cycle: {cycle}")
-            if id(waker) in done:
-                return
-            for dep in waker.dependencies:
-                visit(dep, [*path, waker])
-            done.add(id(waker))
+    def _reconfigure(self, waker: Waker, idle: IdleConfig, route: RouteConfig) -> None:
+        if waker.idle == idle and waker.port == route.port and waker.scheme == route.scheme:
+            return
+        old = waker.reconfigure(idle, route.port, route.scheme, self._probe_factory(idle, route))
+        if old is not None:
+            self._old_probes.append(old)
 
+    def _retire(self, waker: Waker) -> None:
+        log.info("idle-watch: %s is no longer routed to; idle-watch lets it be", waker.ref)
+        self._wakers.remove(waker)
+        for key in [k for k, w in self._by_guest.items() if w is waker]:
+            del self._by_guest[key]
+        waker.retire()
+        self._retired.append(waker)
+
+    def _link(self, plan: Plan) -> None:
+        """Dependencies and route names from the plan, between the owning wakers."""
         for waker in self._wakers:
-            visit(waker, [])
+            waker.dependencies, waker.dependents, waker.routes = [], [], []
+        for route in self._routes:
+            if route.idle is not None:
+                owner = _owner(self._by_ref[_key(route.guest)])
+                name = route_name(route)
+                if name not in owner.routes:
+                    owner.routes.append(name)
+        for key, (_, idle, _) in plan.items():
+            owner = _owner(self._by_ref[key])
+            for ref in idle.depends_on if idle else ():
+                dep = _owner(self._by_ref[_key(ref)])
+                if dep is owner or dep in owner.dependencies or _reaches(dep, owner):
+                    continue  # two refs to one guest: a self-reference or a cycle, dropped
+                owner.dependencies.append(dep)
+                dep.dependents.append(owner)
 
     # ------------------------------------------------------------------ lazy refs
 
@@ -151,7 +191,6 @@ class WakeManager:
     def _merge(self, dup: Waker, owner: Waker) -> None:
         log.info("idle-watch: %s and %s name one guest: one waker for both", owner.ref, dup.ref)
         dup.merge_into(owner)
-        self._gates = [owner if gate is dup else gate for gate in self._gates]
         for dep in dup.dependencies:
             dep.dependents = [d for d in dep.dependents if d is not dup]
             if dep is owner or dep in owner.dependencies or _reaches(dep, owner):
@@ -171,13 +210,20 @@ class WakeManager:
 
     # ------------------------------------------------------------------ for the proxy/API
 
-    def gate_for(self, route_index: int) -> Gate:
-        """The gate of routes[route_index]: its guest's Waker, or AlwaysReady without idle."""
-        return self._gates[route_index]
+    def gate_for(self, route: RouteConfig | int) -> Gate:
+        """The gate of a route (or of the route at that position in the current set): its
+        guest's Waker, or an always-ready gate without idle."""
+        if isinstance(route, int):
+            route = self._routes[route]
+        if route.idle is None:
+            return ALWAYS_READY
+        waker = self._by_ref.get(_key(route.guest))
+        # A route of a set not applied yet (never from the published set): no idle-watch.
+        return _owner(waker) if waker is not None else ALWAYS_READY
 
     def states(self) -> list[tuple[int, WakeState]]:
-        """(route index, state) for every route, for `/api/v1/routes`."""
-        return [(i, gate.state) for i, gate in enumerate(self._gates)]
+        """(position in the current route set, state) of every route."""
+        return [(i, self.gate_for(r).state) for i, r in enumerate(self._routes)]
 
     def waker_for(self, guest: Guest) -> Waker | None:
         """The waker of a guest (cluster:vmid), if it has an idle route or is a dependency."""
@@ -188,7 +234,10 @@ class WakeManager:
         """What of idle-watch survives a restart, now (`state.writer.StateSource`)."""
         if self._carry is not None and all(w.persisted() for w in self._wakers):
             self._carry = None  # every guest found: the loaded records are all taken over
-        return wake_records(self._wakers, routes_of(self._routes, self._gates), self._carry)
+        return wake_records(self._wakers, self._route_keys(), self._carry)
+
+    def _route_keys(self) -> dict[Waker, list[str]]:
+        return routes_of(self._routes, [self.gate_for(r) for r in self._routes])
 
     @property
     def wakers(self) -> list[Waker]:
@@ -219,8 +268,7 @@ class WakeManager:
             if w.restoring and not isinstance(resolve_guest(snapshot, w.ref), str)
         ]
         if found:
-            keys = routes_of(self._routes, self._gates)
-            await restore_wakers(found, keys, snapshot, self._saved, self._status)
+            await restore_wakers(found, self._route_keys(), snapshot, self._saved, self._status)
 
     async def start(
         self,
@@ -245,8 +293,22 @@ class WakeManager:
         """Cancel and await the background task and every wake or stop in flight."""
         task, self._task = self._task, None
         await cancel_and_wait(task)
-        for waker in [*self._wakers, *self._merged]:
+        for waker in [*self._wakers, *self._merged, *self._retired]:
             await waker.close()
+        self._retired.clear()
+        await self._close_probes()
+
+    async def _reap(self) -> None:
+        """Close retired wakers whose wake or stop has ended, and replaced probes."""
+        for waker in [w for w in self._retired if not w.in_flight]:
+            self._retired.remove(waker)
+            await waker.close()
+        await self._close_probes()
+
+    async def _close_probes(self) -> None:
+        probes, self._old_probes = self._old_probes, []
+        for probe in probes:
+            await probe.close()
 
     async def _run(self) -> None:
         seen = self._inventory.snapshot
@@ -257,8 +319,59 @@ class WakeManager:
             try:
                 await self._restore_found()
                 self.tick()
+                await self._reap()
             except Exception:  # a bug in one round must not end idle-watch for good
                 log.exception("idle-watch round failed")
+
+
+def _key(ref: str) -> str:
+    return ref.strip().lower()
+
+
+def _owner(waker: Waker) -> Waker:
+    while waker.merged is not None:
+        waker = waker.merged
+    return waker
+
+
+Plan = dict[str, tuple[str, IdleConfig | None, RouteConfig | None]]
+
+
+def _plan(routes: Sequence[RouteConfig]) -> Plan:
+    """Ref (lowercase) -> (ref, idle settings, first route) of every guest idle-watch needs:
+    the first route's settings win; depends_on guests have none (woken, never stopped)."""
+    plan: Plan = {}
+    for route in routes:
+        if route.idle is not None:
+            plan.setdefault(_key(route.guest), (route.guest, route.idle, route))
+    for _, idle, _ in list(plan.values()):
+        for dep in idle.depends_on if idle else ():
+            plan.setdefault(_key(dep), (dep, None, None))
+    return plan
+
+
+def check_routes(routes: Sequence[RouteConfig]) -> None:
+    """Raise DependencyCycleError if these routes' depends_on form a cycle."""
+    _check_plan(_plan(routes))
+
+
+def _check_plan(plan: Plan) -> None:
+    """depends_on between refs must not form a cycle: none of them could be woken first."""
+    done: set[str] = set()
+
+    def visit(key: str, path: list[str]) -> None:
+        if key in path:
+            cycle = " -> ".join(plan[k][0] for k in [*path[path.index(key) :], key])
+            raise DependencyCycleError(f"depends_on forms a cycle: {cycle}")
+        if key in done:
+            return
+        idle = plan[key][1]
+        for ref in idle.depends_on if idle else ():
+            visit(_key(ref), [*path, key])
+        done.add(key)
+
+    for key in plan:
+        visit(key, [])
 
 
 def _reaches(start: Waker, target: Waker) -> bool:

@@ -176,6 +176,7 @@ class Waker:
         self._saved_activity: float | None = None
         # Names of the routes through this guest, for the log's `route` field (the manager's).
         self.routes: list[str] = []
+        self.scheme = "http"  # of the route whose settings this waker has (for its probe)
         self._power_sent = False  # the running wake has sent its start or resume
         self._late_task: asyncio.Task[None] | None = None
         # A power action of the API (what the inventory should show, until when): the change
@@ -373,6 +374,32 @@ class Waker:
     @property
     def merged(self) -> Waker | None:
         return self._merged
+
+    # ------------------------------------------------------------ route changes
+
+    @property
+    def port(self) -> int | None:
+        return self._port
+
+    def reconfigure(
+        self, idle: IdleConfig, port: int, scheme: str, probe: Probe | None
+    ) -> Probe | None:
+        """New idle settings from a reload or a guest's notes. A wake or stop in flight
+        goes on as it began; the next decision uses these. Returns the probe replaced (the
+        caller closes it)."""
+        old = self._probe
+        self.idle, self._settings = idle, idle
+        self._port, self._probe, self.scheme = port, probe, scheme
+        return old
+
+    def retire(self) -> None:
+        """No route leads here any more: never stop the guest again (a wake in flight ends
+        for its waiters as it would have)."""
+        self.idle = None
+
+    @property
+    def in_flight(self) -> bool:
+        return any(t is not None and not t.done() for t in (self._wake_task, self._stop_task))
 
     # ------------------------------------------------------------ across restarts
 

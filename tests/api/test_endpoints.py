@@ -500,10 +500,10 @@ async def test_unauthorised_requests_are_counted(make_api: Make) -> None:
 
 async def test_routes_lists_settings_and_states(aiohttp_client: Any) -> None:
     from pxproxy.api.app import build_app, make_context
-    from pxproxy.config.models import Config
+    from pxproxy.config.models import Config, RouteConfig
     from pxproxy.inventory.store import Inventory
     from pxproxy.metrics import Metrics
-    from pxproxy.wake.contract import Gate, WakeState
+    from pxproxy.wake.contract import AlwaysReady, Gate, WakeState
 
     config = Config.model_validate(
         {
@@ -520,12 +520,16 @@ async def test_routes_lists_settings_and_states(aiohttp_client: Any) -> None:
         }
     )
 
+    class Asleep(AlwaysReady):
+        state = WakeState.ASLEEP
+
     class Wake:
         def states(self) -> list[tuple[int, WakeState]]:
             return [(0, WakeState.READY), (1, WakeState.ASLEEP)]
 
-        def gate_for(self, route_index: int) -> Gate:
-            raise AssertionError("the route list needs no gate")
+        def gate_for(self, route: RouteConfig | int) -> Gate:
+            assert isinstance(route, RouteConfig)
+            return Asleep() if route.idle else AlwaysReady()
 
     app = build_app(make_context(config, Inventory(), Metrics(), True, wake=Wake()))
     client = await aiohttp_client(app)

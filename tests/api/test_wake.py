@@ -17,6 +17,7 @@ from pytest_aiohttp import AiohttpClient
 
 from pxproxy.api.app import build_app, make_context
 from pxproxy.config.loader import parse_config
+from pxproxy.config.models import RouteConfig
 from pxproxy.inventory.snapshot import ClusterSnapshot
 from pxproxy.inventory.store import Inventory
 from pxproxy.metrics import Metrics
@@ -127,15 +128,16 @@ def _config() -> Any:
 class _Wake:
     """Idle-watch as the API sees it: one gate for every route, the indexes asked for."""
 
-    def __init__(self, gate: Gate, asked: list[int]) -> None:
+    def __init__(self, gate: Gate, asked: list[int], routes: tuple[RouteConfig, ...]) -> None:
         self._gate = gate
         self._asked = asked
+        self._routes = routes
 
     def states(self) -> list[tuple[int, WakeState]]:
         return []
 
-    def gate_for(self, route_index: int) -> Gate:
-        self._asked.append(route_index)
+    def gate_for(self, route: RouteConfig | int) -> Gate:
+        self._asked.append(route if isinstance(route, int) else self._routes.index(route))
         return self._gate
 
 
@@ -148,7 +150,7 @@ async def _client(
         ClusterSnapshot.build("home", [SLEEPY, PLAIN], (make_node("pve"), make_node("pve2")))
     )
     asked: list[int] = []
-    wake = _Wake(gate, asked) if gate is not None else None
+    wake = _Wake(gate, asked, config.routes) if gate is not None else None
     ctx = make_context(config, inventory, Metrics(), True, wake=wake)
     return await aiohttp_client(build_app(ctx)), ctx, asked
 

@@ -91,7 +91,7 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
         proxy = HttpProxy(
             RouteTable(route_configs),
             inventory,
-            lambda index: chosen.get(index, always),
+            lambda route: chosen.get(route_configs.index(route), always),
             ProxyConfig.model_validate(proxy_config),
             metrics,
             stopping=stopping,

@@ -151,11 +151,11 @@ async def make_proxy(inventory: Inventory) -> AsyncIterator[MakeProxy]:
         route = RouteConfig(listen="127.0.0.1:0", guest=guest, port=port)
         the_gate: Gate = gate if gate is not None else AlwaysReady()
         proxy = TcpProxy(
-            [(3, route)], inventory, lambda index: the_gate, connect_timeout_s=2.0, hooks=hooks
+            inventory, lambda _: the_gate, routes=[route], connect_timeout_s=2.0, hooks=hooks
         )
         proxies.append(proxy)
         await proxy.start()
-        return proxy, proxy.bound_addresses()[3]
+        return proxy, proxy.bound_addresses()["127.0.0.1:0"]
 
     try:
         yield make

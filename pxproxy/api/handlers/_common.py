@@ -12,14 +12,18 @@ from ...inventory.snapshot import Match
 from ..allowlist import Decision
 from ..audit import AuditRecord
 from ..auth import has_scope
-from ..context import PRINCIPAL, ApiContext
+from ..context import PRINCIPAL, ApiContext, ContextCell
 from ..problems import ApiError, ambiguous, not_found
 
-CONTEXT = web.AppKey("context", ApiContext)
+CONTEXT = web.AppKey("context", ContextCell)
 
 
 def context(request: web.Request) -> ApiContext:
-    return request.app[CONTEXT]
+    return request.app[CONTEXT].ctx
+
+
+def app_context(app: web.Application) -> ApiContext:
+    return app[CONTEXT].ctx
 
 
 def require(request: web.Request, scope: Scope, action: str = "read") -> None:

@@ -48,7 +48,7 @@ from ..audit import AuditRecord
 from ..auth import has_scope
 from ..context import PRINCIPAL
 from ..problems import ApiError
-from ._common import CONTEXT, GuestDenied, context, require, require_for_guest
+from ._common import GuestDenied, app_context, context, require, require_for_guest
 from ._node_lookup import guest_on_node, one_node
 
 __all__ = [
@@ -77,7 +77,7 @@ def guest_streams_setup(
     settings = settings or StreamSettings()
 
     def setup(app: web.Application) -> None:
-        ctx = app[CONTEXT]
+        ctx = app_context(app)
         runner = runner_for(ctx.cluster_names, ctx.config.proxmox, ctx.clients, settings)
         app[STREAMS] = runner
 

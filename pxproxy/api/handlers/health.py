@@ -34,4 +34,10 @@ async def health(request: web.Request) -> web.Response:
             entry["warnings"] = list(cs.warnings)
         clusters.append(entry)
     status = "ok" if clusters and all(c["ok"] for c in clusters) else "degraded"
-    return json_response({"status": status, "clusters": clusters})
+    body: dict[str, object] = {"status": status, "clusters": clusters}
+    errors = list(ctx.reload_errors())
+    if errors:
+        # The old config still runs; the file on disk does not validate.
+        body["status"] = "degraded"
+        body["config"] = {"reload": "failed", "errors": errors}
+    return json_response(body)

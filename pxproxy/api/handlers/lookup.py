@@ -6,7 +6,7 @@ from aiohttp import web
 
 from ...routing.host_lookup import lookup_host
 from ..problems import ambiguous, bad_request, not_found
-from ._common import CONTEXT, candidate, guest_json, json_text_response, require
+from ._common import candidate, context, guest_json, json_text_response, require
 
 _KINDS = ("ip", "host", "alias")
 _MAX_QUERY = 253  # the longest DNS name
@@ -23,7 +23,7 @@ async def lookup(request: web.Request) -> web.Response:
         raise bad_request(f"unknown parameter {kind!r}: give one of ?ip=, ?host= or ?alias=")
     if not value or len(value) > _MAX_QUERY:
         raise bad_request(f"{kind} must be 1..{_MAX_QUERY} characters")
-    ctx = request.app[CONTEXT]
+    ctx = context(request)
     snap = ctx.inventory.snapshot
     route = None
     if kind == "ip":

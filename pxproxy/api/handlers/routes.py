@@ -24,22 +24,40 @@ def _idle(idle: IdleConfig | None) -> dict[str, Any] | None:
 
 
 async def list_routes(request: web.Request) -> web.Response:
-    """Each configured route with its idle settings and the wake state of its guest."""
+    """Each route (the config's, then those guests' notes declare) with its idle settings,
+    its activity source and the wake state of its guest; then what guests' notes got wrong,
+    as routes that are not served (`error`)."""
     require(request, "read")
     ctx = context(request)
-    states = dict(ctx.wake.states()) if ctx.wake is not None else {}
+    routes = ctx.routes.current
     out = []
-    for index, route in enumerate(ctx.config.routes):
+    for entry in routes.routes:
+        route = entry.config
         item: dict[str, Any] = (
             {"host": list(route.host)} if route.host else {"listen": route.listen}
         )
+        gate = ctx.wake.gate_for(route) if ctx.wake is not None else None
         item.update(
             guest=route.guest,
             port=route.port,
             scheme=route.scheme,
             path_prefix=route.path_prefix,
             idle=_idle(route.idle),
-            state=str(states.get(index, WakeState.READY)),
+            activity=ctx.activity_of(route),
+            state=str(gate.state if gate is not None else WakeState.READY),
+            origin=entry.origin,
         )
+        if entry.owner is not None:
+            item["declared_by"] = entry.owner
         out.append(item)
+    for problem in routes.problems:
+        out.append(
+            {
+                "origin": "notes",
+                "declared_by": problem.guest,
+                "guest": problem.guest,
+                "guest_name": problem.name,
+                "error": problem.error,
+            }
+        )
     return json_response(out)

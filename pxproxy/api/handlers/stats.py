@@ -27,7 +27,7 @@ from ...streams.formatting import (
 )
 from ...streams.stats import HubClosedError, StatsError, StatsEvent, StatsHub, Watch
 from ..problems import ApiError, bad_request
-from ._common import CONTEXT, context, require
+from ._common import app_context, context, require
 from ._guest_lookup import guest_by_ref
 from ._node_lookup import one_node
 
@@ -43,7 +43,7 @@ _FALSE = ("0", "false", "no", "off")
 def setup_stats(app: web.Application) -> None:
     """A setup step for build_app: one StatsHub per API app, started and closed with it.
     Closed on shutdown (before aiohttp waits for handlers) so open streams end at once."""
-    hub = StatsHub(app[CONTEXT].clients)
+    hub = StatsHub(app_context(app).clients)
     app[STATS_HUB] = hub
 
     async def start(_: web.Application) -> None:

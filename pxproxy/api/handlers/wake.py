@@ -114,13 +114,13 @@ async def wake_guest(request: web.Request) -> web.StreamResponse:
 def _gate_of(ctx: ApiContext, guest: Guest) -> Gate:
     """The waker of the guest's first idle route (routes to one guest share it)."""
     snapshot = ctx.inventory.snapshot
-    indexes = [
-        i
-        for i, route in enumerate(ctx.config.routes)
+    idle_routes = [
+        route
+        for route in ctx.routes.current.configs
         if route.idle is not None
         and [g.ref for g in snapshot.lookup_ref(route.guest).guests] == [guest.ref]
     ]
-    if not indexes:
+    if not idle_routes:
         raise ApiError(
             409,
             "Conflict",
@@ -134,7 +134,7 @@ def _gate_of(ctx: ApiContext, guest: Guest) -> Gate:
             "idle-watch does not run in this app; retry shortly",
             headers={"Retry-After": str(NOT_STARTED_RETRY_S)},
         )
-    return ctx.wake.gate_for(indexes[0])
+    return ctx.wake.gate_for(idle_routes[0])
 
 
 async def follow(gate: Gate, write: Write) -> WakeError | None:

@@ -1,0 +1,125 @@
+"""Companion-mode settings: the DNS responder, the integration endpoints and the activity
+source of a route (how idle-watch learns of traffic that another proxy carries)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from .durations import parse_duration
+from .listen_marker import TCP, UDP
+
+_LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_@.-]{0,127}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _seconds(value: object) -> float:
+    return parse_duration(value)
+
+
+def _check_zone(value: str) -> str:
+    zone = value.strip().rstrip(".").lower()
+    labels = zone.split(".")
+    if not zone or not all(_LABEL_RE.match(label) for label in labels):
+        raise ValueError(f"{value!r} is not a DNS zone name such as pve.internal")
+    return zone
+
+
+def _check_address(value: str) -> str:
+    # The same "host:port" form as every listener (config/models.py checks it in full for
+    # listeners; this module cannot import it without a cycle, so it repeats the shape check).
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not host:port")
+    return value
+
+
+def _check_name(value: str) -> str:
+    if not _NAME_RE.match(value):
+        raise ValueError(f"{value!r} is not a name (letters, digits, _ @ . -)")
+    return value
+
+
+DnsListen = Annotated[str, AfterValidator(_check_address), UDP, TCP]
+Name = Annotated[str, AfterValidator(_check_name)]
+
+
+class DnsRateLimit(_Strict):
+    # Queries per second per client address, with this burst; over it: dropped and counted.
+    per_client: float = Field(default=200.0, gt=0, le=1_000_000)
+    burst: int = Field(default=400, ge=1, le=1_000_000)
+
+
+class DnsConfig(_Strict):
+    """`dns:`: an authoritative responder for one zone (off when the key is absent)."""
+
+    listen: DnsListen = "127.0.0.1:5353"
+    zone: Annotated[str, AfterValidator(_check_zone)] = "pve.internal"
+    ttl: Annotated[float, Field(ge=0, le=86400)] = 2.0
+    # Route hosts that fall inside the zone are answered too (as the route's guest).
+    route_hosts: bool = True
+    rate_limit: DnsRateLimit = DnsRateLimit()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _durations(cls, data: object) -> object:
+        if isinstance(data, dict) and "ttl" in data:
+            return {**data, "ttl": _seconds(data["ttl"])}
+        return data
+
+
+class TraefikTls(_Strict):
+    cert_resolver: Name | None = None
+    # Certificates a Traefik store already has are used when no resolver is named.
+    domains: tuple[str, ...] = ()
+
+
+class TraefikOptions(_Strict):
+    """What each generated router carries (`integrations.traefik`)."""
+
+    entrypoints: tuple[Name, ...] = ("web",)
+    tls: TraefikTls | None = None
+    middlewares: tuple[Name, ...] = ()
+    # TCP routes: the entrypoint of each, by the route's listen port; default `tcp-<port>`.
+    tcp_entrypoints: dict[int, Name] = {}
+    # Traefik's Prometheus endpoint, for routes with `activity: {source: traefik}`.
+    metrics_url: str | None = None
+    metrics_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _durations(cls, data: object) -> object:
+        if isinstance(data, dict) and "metrics_interval" in data:
+            return {**data, "metrics_interval": _seconds(data["metrics_interval"])}
+        return data
+
+
+class IntegrationsConfig(_Strict):
+    """`integrations:`: the endpoints other programs poll."""
+
+    # Serve /integrations/* without a token (only on a loopback API listener).
+    public: bool = False
+    # Where another proxy reaches pxproxy's proxy listener while a guest sleeps; default: the
+    # proxy listener's address (127.0.0.1 for a wildcard bind).
+    proxy_address: Annotated[str, AfterValidator(_check_address)] | None = None
+    traefik: TraefikOptions = TraefikOptions()
+
+
+ActivitySource = Literal["proxy", "traefik", "traffic"]
+
+
+class ActivityConfig(_Strict):
+    """How idle-watch learns that a route is in use. `proxy`: pxproxy's own proxy sees the
+    traffic (the default). `traefik`: Traefik's metrics for the route's service. `traffic`:
+    the guest's own netin+netout growth per poll, above `threshold` bytes."""
+
+    source: ActivitySource = "proxy"
+    threshold: int = Field(default=4096, ge=0)
+    # The Traefik service to watch; default: the one pxproxy generates for the route.
+    service: Name | None = None

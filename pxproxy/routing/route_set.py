@@ -1,0 +1,167 @@
+"""The effective routes: the config's, then those guests declare in their notes, merged into
+one immutable `RouteSet` that is swapped whole (like the inventory snapshot) on a reload or
+when notes change. Readers hold on to one set for a consistent view.
+
+Conflicts resolve deterministically: config routes win over declared ones; among declared
+routes the guest with the lower `cluster:vmid` key wins. Every loser is a `RouteProblem`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..config.models import RouteConfig
+from .hosts import RouteTable
+
+Origin = Literal["config", "notes"]
+
+
+def route_name(route: RouteConfig) -> str:
+    """How logs and metrics name a route: its hosts, or `tcp:` and its listen address."""
+    if route.host:
+        return ",".join(route.host)
+    return f"tcp:{route.listen}"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    config: RouteConfig
+    origin: Origin = "config"
+    # The guest whose notes declare the route ("cluster:vmid"); None for a config route.
+    owner: str | None = None
+
+    @property
+    def name(self) -> str:
+        return route_name(self.config)
+
+
+@dataclass(frozen=True, slots=True)
+class RouteProblem:
+    """Why (part of) a guest's notes gave no route: shown in /api/v1/routes and logged."""
+
+    guest: str  # "cluster:vmid"
+    name: str  # the guest's name, for people
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """What one tagged guest's notes declare: routes (ref already the guest) or an error."""
+
+    guest: str  # "cluster:vmid"
+    name: str
+    routes: tuple[RouteConfig, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSet:
+    routes: tuple[Route, ...] = ()
+    problems: tuple[RouteProblem, ...] = ()
+    # Bumped on every publish, so a reader can tell two sets apart cheaply.
+    version: int = 0
+    table: RouteTable = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "table", RouteTable(r.config for r in self.routes))
+
+    @property
+    def configs(self) -> tuple[RouteConfig, ...]:
+        return tuple(r.config for r in self.routes)
+
+    def http(self) -> list[Route]:
+        return [r for r in self.routes if r.config.host]
+
+    def tcp(self) -> list[Route]:
+        return [r for r in self.routes if r.config.listen]
+
+
+def _claims(route: RouteConfig) -> list[str]:
+    if route.host:
+        return [f"host {h.rstrip('.').lower()}" for h in route.host]
+    return [f"listen {route.listen}"]
+
+
+def merge(
+    config_routes: Sequence[RouteConfig], declared: Iterable[Declared], version: int = 0
+) -> RouteSet:
+    """Config routes first, in config order; then each guest's declared routes, guests in
+    `cluster:vmid` order. A declared route whose host or listen address is taken is dropped
+    and reported; the guest's other routes stay."""
+    routes = [Route(r) for r in config_routes]
+    owners: dict[str, str] = {}
+    for route in routes:
+        for claim in _claims(route.config):
+            owners.setdefault(claim, f"config route {route.name}")
+    problems: list[RouteProblem] = []
+    for entry in sorted(declared, key=lambda d: _guest_order(d.guest)):
+        if entry.error is not None:
+            problems.append(RouteProblem(entry.guest, entry.name, entry.error))
+            continue
+        for config in entry.routes:
+            taken = [(c, owners[c]) for c in _claims(config) if c in owners]
+            if taken:
+                claim, owner = taken[0]
+                problems.append(
+                    RouteProblem(
+                        entry.guest,
+                        entry.name,
+                        f"route {route_name(config)}: {claim} is already routed by {owner}",
+                    )
+                )
+                continue
+            for claim in _claims(config):
+                owners[claim] = f"the notes of {entry.name} ({entry.guest})"
+            routes.append(Route(config, "notes", entry.guest))
+    return RouteSet(tuple(routes), tuple(problems), version)
+
+
+def _guest_order(key: str) -> tuple[str, int, str]:
+    cluster, _, vmid = key.rpartition(":")
+    return (cluster, int(vmid), key) if vmid.isdigit() else (cluster, 0, key)
+
+
+class RouteStore:
+    """The one place the current RouteSet lives. The daemon publishes (on reload and when
+    notes change); the proxy, idle-watch, the API, DNS and the integrations read."""
+
+    def __init__(self, initial: RouteSet | None = None) -> None:
+        self._current = initial or RouteSet()
+        self._published = asyncio.Event()
+        self._listeners: list[Callable[[RouteSet], None]] = []
+
+    @property
+    def current(self) -> RouteSet:
+        return self._current
+
+    def on_change(self, listener: Callable[[RouteSet], None]) -> None:
+        """Called synchronously with every new set, in registration order."""
+        self._listeners.append(listener)
+
+    def publish(self, config_routes: Sequence[RouteConfig], declared: Iterable[Declared]) -> bool:
+        """Merge and swap in a new set; False (and nothing changes) when it is the same."""
+        new = merge(config_routes, declared, self._current.version + 1)
+        if new.routes == self._current.routes and new.problems == self._current.problems:
+            return False
+        self._current = new
+        for listener in self._listeners:
+            listener(new)
+        self._published.set()
+        self._published = asyncio.Event()
+        return True
+
+    async def wait_until(self, predicate: Callable[[RouteSet], bool], timeout_s: float) -> RouteSet:
+        async with asyncio.timeout(timeout_s):
+            while not predicate(self._current):
+                await self._published.wait()
+        return self._current
+
+
+def declared_by_guest(problems: Sequence[RouteProblem]) -> Mapping[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for problem in problems:
+        out.setdefault(problem.guest, []).append(problem.error)
+    return out
