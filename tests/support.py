@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pxproxy.config.models import ClusterConfig
+from pxproxy.pve.client import PveClient
 from pxproxy.pve.tls import fingerprint_of_der
 
 from .fakes import TestPve
@@ -56,6 +57,30 @@ def lab_cluster(lab: LabServer, **overrides: Any) -> dict[str, Any]:
     }
     entry.update(overrides)
     return entry
+
+
+async def set_notes(
+    lab: LabServer,
+    vmid: int,
+    description: str | None = None,
+    tags: str | Sequence[str] | None = None,
+) -> None:
+    """Change a lab guest's notes and tags through the lab's real API, as a person would in
+    the web UI (PUT .../config with the lab's token). None leaves a field alone; "" or no
+    tags remove it."""
+    guest = lab.cluster.guests[vmid]
+    fields: dict[str, str] = {}
+    delete: list[str] = []
+    for key, value in (("description", description), ("tags", tags)):
+        if value is None:
+            continue
+        text = value if isinstance(value, str) else ";".join(value)
+        if text:
+            fields[key] = text
+        else:
+            delete.append(key)
+    async with PveClient(ClusterConfig.model_validate(lab_cluster(lab))) as client:
+        await client.update_guest_config(guest.type, guest.node, vmid, delete=delete, **fields)
 
 
 def token_config(pve: TestPve, pki: Pki, **overrides: object) -> ClusterConfig:

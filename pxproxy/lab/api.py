@@ -4,8 +4,10 @@ error answers (shared/pve-reference.md), for the subset pxproxy uses."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
+import re
 import urllib.parse
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -23,6 +25,15 @@ USER = web.RequestKey("user", str)
 PARAMS = web.RequestKey("params", dict)
 POWER_ACTIONS = frozenset({"start", "stop", "shutdown", "reboot", "suspend", "resume"})
 _MAX_BODY = 64 * 1024
+# The config options PUT .../config stores in the lab (PVE has many more).
+CONFIG_OPTIONS = frozenset({"description", "tags"})
+MAX_DESCRIPTION = 8192  # PVE's schema: maxLength of description
+# PVE's wording differs by kind: pve-container uses PVE::Tools::assert_if_modified, qemu-server
+# its own check (the typo is PVE's).
+DIGEST_CHANGED = {
+    "lxc": "detected modified configuration - file changed by other user? Try again.",
+    "qemu": "checksum missmatch (file change by other user?)",
+}
 
 
 def pve_error(status: int, message: str, errors: dict[str, str] | None = None) -> web.Response:
@@ -78,6 +89,7 @@ class LabApi:
         r.add_get(guest + "/status/current", self._status_current)
         r.add_post(guest + "/status/{action}", self._power)
         r.add_get(guest + "/config", self._config)
+        r.add_put(guest + "/config", self._config_put)
         r.add_get(node + "/lxc/{vmid}/interfaces", self._interfaces)
         r.add_get(node + "/qemu/{vmid}/agent/network-get-interfaces", self._agent_interfaces)
         for method, path, handler in self._extra_routes:
@@ -243,6 +255,25 @@ class LabApi:
         guest = self._guest(request, "VM.Audit")
         return ok(guest_config(guest))
 
+    async def _config_put(self, request: web.Request) -> web.Response:
+        """The options the lab stores: description, tags; `delete` and `digest` as PVE."""
+        guest = self._guest(request, "VM.Config.Options")
+        params: dict[str, Any] = request[PARAMS].copy()
+        digest = params.pop("digest", None)
+        delete = split_list(str(params.pop("delete", "") or ""))
+        _check_options(params, delete, digest)
+        if not params and not delete:
+            raise LabError(500, "no options specified")
+        if digest and digest != guest_config(guest)["digest"]:
+            raise LabError(500, DIGEST_CHANGED[guest.type])
+        self.cluster.set_options(
+            guest,
+            description=_text_param(params, "description"),
+            tags=_text_param(params, "tags"),
+            delete=tuple(delete),
+        )
+        return ok(None)
+
     async def _interfaces(self, request: web.Request) -> web.Response:
         guest = self._guest(request, "VM.Audit")
         if guest.status != "running":
@@ -295,11 +326,15 @@ def guest_config(guest: LabGuest) -> dict[str, Any]:
             config["agent"] = "1"
         else:
             config["ipconfig0"] = f"ip={ip}" + (",gw=127.0.0.1" if static_ip(guest) else "")
+    if guest.description:
+        config["description"] = guest.description
     if guest.tags:
         config["tags"] = ";".join(guest.tags)
     if guest.lock:
         config["lock"] = guest.lock
-    config["digest"] = f"{abs(hash((guest.vmid, guest.name))):040x}"[:40]
+    # PVE's digest is the SHA-1 of the config file: any change of the config changes it.
+    blob = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    config["digest"] = hashlib.sha1(blob.encode("utf-8", "surrogatepass")).hexdigest()
     return config
 
 
@@ -382,6 +417,45 @@ def _collect(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+def split_list(text: str) -> list[str]:
+    """PVE::Tools::split_list: items separated by ',', ';' or white space."""
+    return [item for item in re.split(r"[,;\s]+", text) if item]
+
+
+def _check_options(params: dict[str, Any], delete: list[str], digest: object) -> None:
+    """PVE's parameter verification for the options the lab stores."""
+    errors: dict[str, str] = {}
+    for key in sorted(set(params) - CONFIG_OPTIONS):
+        errors[key] = (
+            "property is not defined in schema and the schema does not allow additional properties"
+        )
+    description = params.get("description")
+    if isinstance(description, str) and len(description) > MAX_DESCRIPTION:
+        errors["description"] = f"value may only be {MAX_DESCRIPTION} characters long"
+    if digest is not None and len(str(digest)) > 40:
+        errors["digest"] = "value may only be 40 characters long"
+    for opt in delete:
+        if opt not in CONFIG_OPTIONS:
+            errors["delete"] = f"unknown option '{opt}'"
+        elif opt in params:
+            errors["delete"] = f"you can't use '-{opt}' and -delete {opt}' at the same time"
+    if errors:
+        raise LabError(400, "Parameter verification failed.", errors)
+
+
+def _text_param(params: dict[str, Any], name: str) -> str | None:
+    value = params.get(name)
+    if value is None:
+        return None
+    if isinstance(value, list | dict):
+        raise LabError(
+            400,
+            "Parameter verification failed.",
+            {name: f"type check ('string') failed - got {type(value).__name__.upper()}"},
+        )
+    return str(value)
 
 
 def _vmid(text: str) -> int:

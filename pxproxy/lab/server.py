@@ -68,6 +68,10 @@ class LabServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"https://{host}:{self.port}"
 
+    def guest_config_url(self, node: str, kind: str, vmid: int) -> str:
+        """The API address of a guest's config (GET to read, PUT to change notes and tags)."""
+        return f"{self.url}/api2/json/nodes/{node}/{kind}/{vmid}/config"
+
     @property
     def fingerprint(self) -> str:
         return self.certificate.fingerprint

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ GuestType = Literal["lxc", "qemu"]
 GuestStatus = Literal["running", "stopped"]
 TaskStatus = Literal["running", "stopped"]
 
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_+.-]*")
 GiB = 1024**3
 MiB = 1024**2
 # 10 + vmid // 65536 must stay a valid octet.
@@ -52,6 +54,25 @@ def guest_ip(vmid: int) -> str:
     if not 1 <= vmid <= MAX_VMID:
         raise ValueError(f"vmid {vmid} out of range 1..{MAX_VMID} for a loopback address")
     return f"127.{10 + vmid // 65536}.{vmid // 256 % 256}.{vmid % 256}"
+
+
+def split_tags(text: str) -> tuple[str, ...]:
+    """PVE::Tools::split_list: tags separated by ';', ',' or white space."""
+    return tuple(t for t in re.split(r"[;,\s]+", text) if t)
+
+
+def normalise_tags(text: str) -> tuple[str, ...]:
+    """How PVE stores tags by default (datacenter tag-style: case-insensitive, alphabetical):
+    lowercased, sorted, each once. A tag that is not a pve-tag raises LabError 400."""
+    tags = split_tags(text)
+    for tag in tags:
+        if not _TAG_RE.fullmatch(tag):
+            raise LabError(
+                400,
+                "Parameter verification failed.",
+                {"tags": "invalid format - invalid characters in tag"},
+            )
+    return tuple(sorted({t.lower() for t in tags}))
 
 
 def _wave(t: float, period_s: float, phase: float) -> float:
@@ -92,6 +113,8 @@ class LabGuest:
     # None: even vmids static, odd ones DHCP, so a default lab shows both resolution paths.
     static_ip: bool | None = None
     tags: tuple[str, ...] = ()
+    # The notes (PVE's `description`, Markdown), as the config stores them.
+    description: str = ""
     maxcpu: int = 0
     maxmem: int = 0
     maxdisk: int = 0
@@ -101,6 +124,8 @@ class LabGuest:
     history: list[tuple[float, str]] = field(default_factory=list)
     # The task holding the guest's config lock; PVE serialises actions per guest the same way.
     busy: LabTask | None = None
+    # An address given by LabCluster.readdress (a DHCP lease that changed); None: from the vmid.
+    address: str | None = None
 
     def __post_init__(self) -> None:
         guest_ip(self.vmid)  # validates the range early
@@ -116,7 +141,7 @@ class LabGuest:
 
     @property
     def ip(self) -> str:
-        return guest_ip(self.vmid)
+        return self.address or guest_ip(self.vmid)
 
     @property
     def label(self) -> str:
@@ -252,6 +277,7 @@ _GUEST_KEYS = frozenset(
         "agent",
         "static_ip",
         "tags",
+        "description",
         "maxcpu",
         "maxmem",
         "maxdisk",
@@ -338,9 +364,12 @@ class LabCluster:
             node = next(iter(self.nodes))
         if node not in self.nodes:
             raise ValueError(f"guest {vmid}: unknown node {node!r}")
-        for key in ("ports", "tcp_ports", "tags"):
+        for key in ("ports", "tcp_ports"):
             if key in knobs:
                 knobs[key] = tuple(knobs[key])
+        if "tags" in knobs:
+            tags = knobs["tags"]
+            knobs["tags"] = split_tags(tags) if isinstance(tags, str) else tuple(tags)
         guest = LabGuest(vmid=vmid, type=type, name=name, node=node, **knobs)
         now = self.clock()
         if status == "running":
@@ -431,6 +460,16 @@ class LabCluster:
         for guest in self.guests.values():
             if guest.serving:
                 await self.runtime.open(guest)
+
+    async def readdress(self, vmid: int, ip: str) -> None:
+        """Give the guest a new address, as a changed DHCP lease would: its servers move there
+        (closed on the old one) and the API reports it from now on."""
+        guest = self.guests[vmid]
+        if guest.serving:
+            await self.runtime.close(guest)
+        guest.address = ip
+        if guest.serving:
+            await self.runtime.open(guest)
 
     async def close(self) -> None:
         """Cancel and await every task, then close every guest's servers."""
@@ -604,6 +643,7 @@ class LabCluster:
             task.log.append("checkpointing container")
             await self.runtime.close(g)
             g.status, g.lock, g.started_at = "stopped", "suspended", None
+            g.netin = g.netout = 0
             g.set_state(self.clock(), "suspended")
         await asyncio.sleep(QUICK_TASK_S)
 
@@ -620,6 +660,7 @@ class LabCluster:
             await self._power_on(task, g)
 
     async def _power_on(self, task: LabTask, g: LabGuest) -> None:
+        g.netin = g.netout = 0  # a new guest process: PVE's counters start again
         try:
             await self.runtime.open(g)
         except OSError as exc:
@@ -631,8 +672,32 @@ class LabCluster:
 
     async def _power_off(self, g: LabGuest, state: str) -> None:
         await self.runtime.close(g)
+        g.netin = g.netout = 0  # PVE shows a stopped guest's counters as 0
         g.status, g.paused, g.started_at = "stopped", False, None
         g.set_state(self.clock(), state)
+
+    # -- config options ---------------------------------------------------------------------
+
+    def set_options(
+        self,
+        guest: LabGuest,
+        *,
+        description: str | None = None,
+        tags: str | None = None,
+        delete: tuple[str, ...] = (),
+    ) -> None:
+        """PUT .../config for the options the lab stores (checked by the API already)."""
+        if guest.lock:
+            raise LabError(500, f"{guest.label.split()[0]} is locked ({guest.lock})")
+        new_tags = normalise_tags(tags) if tags is not None else None
+        if "description" in delete:
+            guest.description = ""
+        if "tags" in delete:
+            guest.tags = ()
+        if description is not None:
+            guest.description = description
+        if new_tags is not None:
+            guest.tags = new_tags
 
     # -- tasks ------------------------------------------------------------------------------
 

@@ -296,6 +296,25 @@ class PveClient:
         data = await self.get(f"/nodes/{_seg(node)}/{kind}/{vmid}/config")
         return dict(data) if isinstance(data, Mapping) else {}
 
+    async def update_guest_config(
+        self,
+        kind: GuestType,
+        node: str,
+        vmid: int,
+        *,
+        delete: Sequence[str] = (),
+        digest: str | None = None,
+        **fields: str,
+    ) -> None:
+        """PUT .../config: set `fields` (e.g. description, tags), remove `delete`; with
+        `digest`, only if the config is still the one read (else PVE answers 500)."""
+        data: dict[str, str] = dict(fields)
+        if delete:
+            data["delete"] = ",".join(delete)
+        if digest is not None:
+            data["digest"] = digest
+        await self.request("PUT", f"/nodes/{_seg(node)}/{kind}/{vmid}/config", data=data)
+
     async def lxc_interfaces(self, node: str, vmid: int) -> object:
         return await self.get(f"/nodes/{_seg(node)}/lxc/{vmid}/interfaces")
 

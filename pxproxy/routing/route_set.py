@@ -82,17 +82,23 @@ class RouteSet:
 def _claims(route: RouteConfig) -> list[str]:
     if route.host:
         return [f"host {h.rstrip('.').lower()}" for h in route.host]
-    return [f"listen {route.listen}"]
+    # By port, whatever the address: a declared route may not take a port on another
+    # address either (0.0.0.0 would clash with every one of them).
+    return [f"port {(route.listen or '').rsplit(':', 1)[-1]}"]
 
 
 def merge(
-    config_routes: Sequence[RouteConfig], declared: Iterable[Declared], version: int = 0
+    config_routes: Sequence[RouteConfig],
+    declared: Iterable[Declared],
+    version: int = 0,
+    reserved: Mapping[int, str] | None = None,
 ) -> RouteSet:
     """Config routes first, in config order; then each guest's declared routes, guests in
-    `cluster:vmid` order. A declared route whose host or listen address is taken is dropped
+    `cluster:vmid` order. A declared route whose host or listen port is taken (by a config
+    route, an earlier guest, or one of pxproxy's own listeners in `reserved`) is dropped
     and reported; the guest's other routes stay."""
     routes = [Route(r) for r in config_routes]
-    owners: dict[str, str] = {}
+    owners: dict[str, str] = {f"port {p}": what for p, what in (reserved or {}).items()}
     for route in routes:
         for claim in _claims(route.config):
             owners.setdefault(claim, f"config route {route.name}")
@@ -130,6 +136,8 @@ class RouteStore:
 
     def __init__(self, initial: RouteSet | None = None) -> None:
         self._current = initial or RouteSet()
+        # Ports of pxproxy's own listeners, which no declared TCP route may take.
+        self.reserved: dict[int, str] = {}
         self._published = asyncio.Event()
         self._listeners: list[Callable[[RouteSet], None]] = []
 
@@ -143,7 +151,7 @@ class RouteStore:
 
     def publish(self, config_routes: Sequence[RouteConfig], declared: Iterable[Declared]) -> bool:
         """Merge and swap in a new set; False (and nothing changes) when it is the same."""
-        new = merge(config_routes, declared, self._current.version + 1)
+        new = merge(config_routes, declared, self._current.version + 1, self.reserved)
         if new.routes == self._current.routes and new.problems == self._current.problems:
             return False
         self._current = new

@@ -1,0 +1,81 @@
+"""The merge of config routes and guests' declared routes: deterministic, config first, every
+loser reported, one guest's problems never costing another guest its routes."""
+
+from __future__ import annotations
+
+import pytest
+
+from pxproxy.config.models import RouteConfig
+from pxproxy.routing.route_set import Declared, RouteStore, merge
+
+
+def _http(host: str, guest: str, port: int = 80) -> RouteConfig:
+    return RouteConfig(host=host, guest=guest, port=port)
+
+
+def _tcp(listen: str, guest: str, port: int) -> RouteConfig:
+    return RouteConfig(listen=listen, guest=guest, port=port)
+
+
+def test_config_routes_win_and_the_loser_is_reported() -> None:
+    declared = [
+        Declared("home:120", "wiki", (_http("wiki.example.com", "home:120"),)),
+        Declared("home:121", "docs", (_http("docs.example.com", "home:121"),)),
+    ]
+    routes = merge([_http("Wiki.Example.com.", "old-wiki")], declared)
+    assert [(r.name, r.origin) for r in routes.routes] == [
+        ("Wiki.Example.com.", "config"),
+        ("docs.example.com", "notes"),
+    ]
+    (problem,) = routes.problems
+    assert problem.guest == "home:120"
+    assert "host wiki.example.com is already routed by config route Wiki.Example.com." in (
+        problem.error
+    )
+    assert routes.table.match("docs.example.com") is not None
+
+
+def test_between_guests_the_lower_vmid_wins_whatever_the_order_given() -> None:
+    a = Declared("home:9", "a", (_http("x.example.com", "home:9"),))
+    b = Declared("home:10", "b", (_http("x.example.com", "home:10"),))
+    for order in ([a, b], [b, a]):
+        routes = merge([], order)
+        assert [r.owner for r in routes.routes] == ["home:9"]
+        assert [p.guest for p in routes.problems] == ["home:10"]
+
+
+def test_a_bad_block_is_reported_and_other_guests_keep_their_routes() -> None:
+    routes = merge(
+        [],
+        [
+            Declared("home:5", "broken", error="pxproxy.port: must be a whole number"),
+            Declared("home:6", "fine", (_http("fine.example.com", "home:6"),)),
+        ],
+    )
+    assert [r.owner for r in routes.routes] == ["home:6"]
+    assert [(p.guest, p.error) for p in routes.problems] == [
+        ("home:5", "pxproxy.port: must be a whole number")
+    ]
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:8081", "0.0.0.0:8081", "[::1]:8081"])
+def test_a_declared_tcp_route_cannot_take_a_port_of_pxproxy_itself(listen: str) -> None:
+    routes = merge(
+        [],
+        [Declared("home:7", "game", (_tcp(listen, "home:7", 25565),))],
+        reserved={8081: "pxproxy's API listener"},
+    )
+    assert routes.routes == ()
+    assert "port 8081 is already routed by pxproxy's API listener" in routes.problems[0].error
+
+
+def test_the_store_publishes_only_real_changes_and_tells_listeners() -> None:
+    store = RouteStore()
+    seen: list[int] = []
+    store.on_change(lambda routes: seen.append(routes.version))
+    config = [_http("a.example.com", "a")]
+    assert store.publish(config, ()) is True
+    assert store.publish(config, ()) is False  # the same set: nobody is woken
+    assert store.publish([*config, _http("b.example.com", "b")], ()) is True
+    assert seen == [1, 2]
+    assert [r.name for r in store.current.routes] == ["a.example.com", "b.example.com"]
