@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -21,9 +22,10 @@ from ..streams.shell_runner import ShellRunner
 from ..streams.stats import StatsHub
 from . import handlers
 from .audit import AuditLog
-from .auth import ANONYMOUS, Principal, TokenAuthority
+from .auth import TokenAuthority
 from .context import PRINCIPAL, ApiContext, ContextCell, PowerActions, RouteWake
 from .handlers import Handler
+from .principal import principal_of
 from .problems import ApiError, problem_response
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ def _edge(cell: ContextCell, endpoint: str, handler: Handler, open_: bool) -> Ha
             if not open_:
                 # Read per request: a reload may have swapped the tokens.
                 ctx = cell.ctx
-                request[PRINCIPAL] = _principal(request, ctx.authority, ctx.loopback_listener)
+                request[PRINCIPAL] = principal_of(request, ctx.authority, ctx.loopback_listener)
             response = await handler(request)
         except asyncio.CancelledError:
             # The client left (or the daemon stopped) mid-request: counted as nginx's 499.
@@ -113,28 +115,6 @@ async def _unmatched(request: web.Request) -> web.StreamResponse:
     raise ApiError(404, "Not Found", f"no endpoint {request.path}")
 
 
-def _principal(request: web.Request, authority: TokenAuthority, loopback: bool) -> Principal:
-    header = request.headers.get("Authorization")
-    if authority.configured:
-        principal = authority.authenticate(header)
-        if principal is None:
-            raise ApiError(
-                401,
-                "Unauthorized",
-                "send Authorization: Bearer <secret> of a token from api.tokens"
-                if not header
-                else "the bearer token is not one of api.tokens",
-            )
-        return principal
-    if not loopback:
-        raise ApiError(
-            401,
-            "Unauthorized",
-            "no api.tokens are configured, so this non-loopback listener serves only /health",
-        )
-    return ANONYMOUS
-
-
 def make_context(
     config: Config,
     inventory: Inventory,
@@ -150,7 +130,7 @@ def make_context(
     routes: RouteStore | None = None,
     endpoints: Callable[[], ProxyEndpoints] | None = None,
     reload_errors: Callable[[], Sequence[str]] | None = None,
-    activity_of: Callable[[RouteConfig], str] | None = None,
+    activity_of: Callable[[RouteConfig], dict[str, Any]] | None = None,
 ) -> ApiContext:
     return ApiContext(
         config=config,

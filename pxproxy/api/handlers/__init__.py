@@ -17,6 +17,7 @@ from .guest_streams import (
 )
 from .guests import get_guest, list_guests
 from .health import health
+from .integrations import ansible_inventory_json, prometheus_targets, traefik_config
 from .lookup import lookup
 from .metrics import metrics
 from .node_journal import node_journal
@@ -60,4 +61,8 @@ ROUTES = (
     Route("GET", "/stats/node/{node}", node_stats, stream=True),
     Route("GET", "/stats/{ref:.+}", guest_stats, stream=True),
     Route("GET", "/journal/{node}", node_journal, stream=True),
+    # Open at the edge: each checks the read scope itself, or integrations.public on loopback.
+    Route("GET", "/integrations/traefik", traefik_config, open=True),
+    Route("GET", "/integrations/prometheus-sd", prometheus_targets, open=True),
+    Route("GET", "/integrations/ansible-inventory", ansible_inventory_json, open=True),
 )
