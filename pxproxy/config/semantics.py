@@ -8,7 +8,8 @@ one run of `pxproxy check` or `pxproxy run` shows every problem.
 - route hosts given twice: hosts match without regard to case or a trailing dot, and the first
   route keeps a host, so the second would never get a request for it;
 - durations that make no sense: waits of 0 (see `_POSITIVE`);
-- contradictory TLS settings, and a CA file that cannot be read.
+- contradictory TLS settings, and a CA file that cannot be read;
+- routes whose activity source needs settings the file lacks (config/activity_sources.py).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Iterable, Mapping
 
+from .activity_sources import activity_problems
 from .dependencies import dependency_problems, route_edges
 from .listener_clashes import clash_problems, find_listeners
 from .models import Config
@@ -49,6 +51,7 @@ def semantic_problems(data: Mapping[str, object]) -> list[Problem]:
         *host_problems(routes),
         *duration_problems(root, routes),
         *tls_problems(root.items("proxmox")),
+        *activity_problems(root, routes),
     ]
 
 
