@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from . import __version__
 from .audit.command import add_audit_command
 from .client_cli import add_commands as add_client_commands
+from .client_integrations import add_commands as add_integration_commands
 from .config.durations import parse_duration
 from .config.loader import ConfigError, config_path, load_config
 from .listeners.bind_errors import ListenError
@@ -42,7 +43,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     # The daemon's log goes to the terminal with the instructions, each line marked as its.
     setup_logging(args.log_level, args.log_format, stream=sys.stdout, prefix=DEMO_LOG_PREFIX)
     try:
-        run(run_demo(args.proxy, args.api, args.token, sys.stdout))
+        run(run_demo(args.proxy, args.api, args.token, sys.stdout, dns=args.dns))
     except LabSetupError as exc:
         print(f"pxproxy demo: {exc}", file=sys.stderr)
         return 1
@@ -120,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--api", default="127.0.0.1:8081", help="API listener (default %(default)s)")
     demo.add_argument("--token", help="API bearer token (default: a random one, printed once)")
+    demo.add_argument("--dns", default="127.0.0.1:5353", help="DNS responder (default %(default)s)")
     _add_log_flags(demo, "info")
     demo.set_defaults(func=_cmd_demo)
     lab = sub.add_parser(
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=_cmd_lab)
     add_audit_command(sub)  # audit verify
     add_client_commands(sub)  # ls, lookup, routes, stats, journal, tail, exec, wake, power
+    add_integration_commands(sub)  # integrations KIND, inventory --list | --host H
     return parser
 
 

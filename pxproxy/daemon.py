@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import os
@@ -21,7 +22,9 @@ from .api.listener import handler_kwargs as api_handler_kwargs
 from .api.listener import head_limits as api_head_limits
 from .audit.chained_file import AuditFileError
 from .config.loader import ConfigError, load_config
-from .config.models import Config, is_loopback_host, split_address
+from .config.models import Config, RouteConfig, is_loopback_host, split_address
+from .dns.server import DnsResponder
+from .dns.source import LiveSource
 from .inventory.poller import ClusterPoller
 from .inventory.seen_records import SeenGuests, remembered_addresses
 from .inventory.store import Inventory
@@ -39,6 +42,7 @@ from .state.memory_store import MemoryStore
 from .state.opening import open_store
 from .state.store import SavedState, StateError
 from .state.writer import StateWriter
+from .wake.activity import ActivityWatch
 from .wake.manager import DependencyCycleError, WakeManager, check_routes
 
 log = logging.getLogger(__name__)
@@ -62,7 +66,7 @@ class Daemon:
         self.metrics.watch_inventory(lambda: self.inventory.snapshot, lambda: names)
         try:
             # Every service, built at once: idle-watch too, whose refs resolve lazily.
-            self.services = Services(config, self.inventory, self.metrics)
+            self.services = Services(config, self.inventory, self.metrics, on_declared=self.declare)
         except DependencyCycleError as exc:
             raise ConfigError(f"routes: {exc}") from None
         self.wake: WakeManager = self.services.wake
@@ -76,6 +80,7 @@ class Daemon:
         self.routes = RouteStore()
         self.routes.on_change(lambda routes: self.wake.update(routes.configs))
         self._declared: dict[str, tuple[Declared, ...]] = {}
+        self.routes.reserved = _own_ports(config)
         self.routes.publish(config.routes, ())
         self.http_proxy = HttpProxy(
             lambda: self.routes.current.table,
@@ -91,17 +96,28 @@ class Daemon:
             routes=[r.config for r in self.routes.current.tcp()],
             connect_timeout_s=config.proxy.connect_timeout,
             hooks=self.metrics,
+            key_for=self._listen_key,
         )
         self._proxy_listener: GuardedListener | None = None
         self._proxy_listen: str | None = None  # the address it listens on
         self._reload_lock = asyncio.Lock()
         self._reload_errors: tuple[str, ...] = ()
+        self._listen_errors: tuple[str, ...] = ()  # listeners of the route set not bound
         self._route_kick = asyncio.Event()
         self._route_task: asyncio.Task[None] | None = None
         self._watch: ConfigWatch | None = None
         self._reloads: set[asyncio.Task[bool]] = set()
         self._api_app: web.Application | None = None
         self.reloads = 0  # applied reloads, for tests and the log
+        self.dns: DnsResponder | None = None  # started by start() when `dns:` is set
+        # Activity another proxy carries (Traefik's metrics, guests' own counters).
+        self.activity = ActivityWatch(
+            self.routes,
+            self.inventory,
+            self.wake.gate_for,
+            lambda: self.config.integrations.traefik,
+        )
+        self.metrics.watch_dns(lambda: self.dns.counters if self.dns is not None else None)
         self.audit: AuditLog | None = None  # opened by start()
         self.api_port: int | None = None
         self.proxy_port: int | None = None
@@ -139,7 +155,8 @@ class Daemon:
             stats=services.stats,
             routes=self.routes,
             endpoints=self.endpoints,
-            reload_errors=lambda: self._reload_errors,
+            reload_errors=lambda: (*self._reload_errors, *self._listen_errors),
+            activity_of=self.activity.describe,
         )
         app = self._api_app = build_app(ctx)
         self._api_runner = web.AppRunner(
@@ -168,12 +185,14 @@ class Daemon:
         saved = await self._open_state()
         # No wait for the first poll: refs resolve against the live snapshot as it comes.
         await self.services.start(saved)
+        self.activity.start()  # after idle-watch: it signals idle-watch's wakers
         if self.state is not None:
             # Only now: a save before idle-watch is a source would delete its records.
             self.state.add_source(self.wake)
             self.state.start()
         self._summaries.start()
         await self._start_routing()
+        await self._start_dns(strict=True)
         self._route_task = asyncio.create_task(self._follow_routes(), name="route-set")
         if self.config_path is not None:
             self._watch = ConfigWatch(self.config_path, self._reload_from_watch)
@@ -193,6 +212,14 @@ class Daemon:
             f"{proxy_host}:{self.proxy_port}" if self.proxy_port is not None else None,
             tcp,
         )
+
+    def _listen_key(self, route: RouteConfig) -> str:
+        """How a bind error names a TCP route: its key path in the config, or its guest's."""
+        for index, configured in enumerate(self.config.routes):
+            if configured == route:
+                return f"routes[{index}].listen"
+        owner = next((r.owner for r in self.routes.current.routes if r.config == route), None)
+        return f"the notes of {owner}: route listen" if owner else f"route {route.listen}"
 
     def endpoints(self) -> ProxyEndpoints:
         """Where other proxies reach pxproxy's listeners now (ports as bound)."""
@@ -229,43 +256,99 @@ class Daemon:
         await self._sync_proxy_listener(strict=True)
         await self.tcp_proxy.start()
 
-    async def _sync_proxy_listener(self, *, strict: bool = False) -> None:
+    async def _sync_proxy_listener(self, *, strict: bool = False) -> str | None:
         """The proxy listener exists while there are HTTP routes, on listen.proxy: opened
         when the first appears or the address changes, its socket closed otherwise (the
-        connections it accepted go on)."""
+        connections it accepted go on). A new address that cannot be bound keeps the old
+        listener: the error is returned (shown in /health) and the next route change or
+        reload tries again."""
         wanted = self.config.listen.proxy if self.routes.current.http() else None
         if wanted == self._proxy_listen:
-            return
-        if self._proxy_listener is not None:
-            self._proxy_listener.close()
-            self._listeners.remove(self._proxy_listener)
-            log.info("pxproxy proxy stopped listening on %s", self._proxy_listen)
-            self._proxy_listener, self._proxy_listen, self.proxy_port = None, None, None
+            return None
+        old = self._proxy_listen
         if wanted is None or self._proxy_runner is None:
-            return
-        host, port = split_address(wanted)
+            self._close_proxy_listener()
+            return None
         try:
-            listener = await listening(
-                "listen.proxy",
-                wanted,
-                listen(
-                    self._proxy_runner,
-                    host,
-                    port,
-                    name="proxy",
-                    limits=self.http_proxy.head_limits(),
-                    handler=self.http_proxy.handler_kwargs(),
-                ),
-            )
+            listener = await self._open_proxy_listener(wanted)
+        except ListenError as exc:
+            if strict:
+                raise
+            if old is None or not _same_port(old, wanted):
+                log.error("%s; the proxy stays on %s", exc, old or "no address")
+                return str(exc)
+            # One port on another address of this host (0.0.0.0 -> 127.0.0.1): ours holds
+            # it. Free it and try again; failing that, go back to where it was.
+            self._close_proxy_listener()
+            try:
+                listener = await self._open_proxy_listener(wanted)
+            except ListenError as again:
+                log.error("%s; going back to %s", again, old)
+                with contextlib.suppress(ListenError):
+                    self._adopt_proxy_listener(await self._open_proxy_listener(old), old)
+                return str(again)
+        self._close_proxy_listener()
+        self._adopt_proxy_listener(listener, wanted)
+        return None
+
+    async def _open_proxy_listener(self, address: str) -> GuardedListener:
+        assert self._proxy_runner is not None
+        host, port = split_address(address)
+        return await listening(
+            "listen.proxy",
+            address,
+            listen(
+                self._proxy_runner,
+                host,
+                port,
+                name="proxy",
+                limits=self.http_proxy.head_limits(),
+                handler=self.http_proxy.handler_kwargs(),
+            ),
+        )
+
+    def _adopt_proxy_listener(self, listener: GuardedListener, address: str) -> None:
+        self._listeners.append(listener)
+        self._proxy_listener, self._proxy_listen = listener, address
+        self.proxy_port = listener.port
+        host, _ = split_address(address)
+        log.info("pxproxy proxy listening on %s:%s", host, self.proxy_port)
+
+    def _close_proxy_listener(self) -> None:
+        if self._proxy_listener is None:
+            return
+        self._proxy_listener.close()
+        self._listeners.remove(self._proxy_listener)
+        log.info("pxproxy proxy stopped listening on %s", self._proxy_listen)
+        self._proxy_listener, self._proxy_listen, self.proxy_port = None, None, None
+
+    async def _start_dns(self, *, strict: bool = False) -> None:
+        settings = self.config.dns
+        if settings is None:
+            return
+        source = LiveSource(
+            lambda: self.inventory.snapshot,
+            lambda: self.routes.current,
+            self.wake.gate_for,
+            self.endpoints,
+        )
+        responder = DnsResponder(settings, source)
+        try:
+            await listening("dns.listen", settings.listen, responder.start())
         except ListenError as exc:
             if strict:
                 raise
             log.error("%s", exc)
             return
-        self._listeners.append(listener)
-        self._proxy_listener, self._proxy_listen = listener, wanted
-        self.proxy_port = listener.port
-        log.info("pxproxy proxy listening on %s:%s", host, self.proxy_port)
+        self.dns = responder
+        for host, port in responder.bound:
+            shown = f"[{host}]" if ":" in host else host
+            log.info("pxproxy DNS listening on %s:%s (zone %s)", shown, port, settings.zone)
+
+    async def _stop_dns(self) -> None:
+        responder, self.dns = self.dns, None
+        if responder is not None:
+            await responder.close()
 
     # ------------------------------------------------------------------ routes and reloads
 
@@ -294,7 +377,7 @@ class Daemon:
         through guests' notes drops those guests' routes, reported), then follow it with
         the listeners."""
         declared = self._declared_now()
-        routes = merge(self.config.routes, declared)
+        routes = merge(self.config.routes, declared, reserved=self.routes.reserved)
         try:
             check_routes(routes.configs)
         except DependencyCycleError as exc:
@@ -302,8 +385,10 @@ class Daemon:
         before = self.routes.current
         if self.routes.publish(self.config.routes, declared):
             _log_route_changes(before, self.routes.current)
-        await self.tcp_proxy.apply([r.config for r in self.routes.current.tcp()])
-        await self._sync_proxy_listener()
+        errors = await self.tcp_proxy.apply([r.config for r in self.routes.current.tcp()])
+        proxy_error = await self._sync_proxy_listener()
+        # Addresses that could not be bound: in /health until a later round binds them.
+        self._listen_errors = (*errors, *([proxy_error] if proxy_error else []))
 
     async def reload(self) -> bool:
         """Read the config file again and apply it, or keep the running one (errors in the
@@ -312,6 +397,10 @@ class Daemon:
             log.warning("reload asked for, but no config file was given: nothing to read")
             return False
         async with self._reload_lock:
+            if self.stopping.is_set():
+                # A SIGHUP during the drain: nothing may open a listener after it closed.
+                log.info("reload ignored: pxproxy is stopping")
+                return False
             try:
                 new = await asyncio.to_thread(load_config, str(self.config_path))
                 check_routes(new.routes)
@@ -335,7 +424,16 @@ class Daemon:
             if not change.changed:
                 log.info("config reload: nothing to apply")
                 return True
+            dns_changed = change.config.dns != self.config.dns
             self._apply_config(change.config)
+            if "log_level" in change.changed:
+                # Only when the file's level changed: a reload of anything else must not undo
+                # `--log-level` (set on the root logger at start, as here).
+                logging.getLogger().setLevel(change.config.log_level.upper())
+            if dns_changed:
+                # Stateless: a new responder on the new settings (the old port is freed first).
+                await self._stop_dns()
+                await self._start_dns()
             await self._apply_routes()
             self.reloads += 1
             log.info(
@@ -345,6 +443,7 @@ class Daemon:
 
     def _apply_config(self, config: Config) -> None:
         self.config = config
+        self.routes.reserved = _own_ports(config)
         for cluster in self.services.clusters:
             cluster.poller.set_extra_aliases(alias_sources(config))
         if self._api_app is not None:
@@ -352,8 +451,6 @@ class Daemon:
             cell.ctx = dataclasses.replace(
                 cell.ctx, config=config, authority=TokenAuthority(config.api.tokens)
             )
-        if config.log_level:
-            logging.getLogger("pxproxy").setLevel(config.log_level.upper())
 
     async def _reload_from_watch(self) -> None:
         log.info("config file %s changed: reloading", self.config_path)
@@ -377,6 +474,7 @@ class Daemon:
         for task in [self._route_task, *self._reloads]:
             await cancel_and_wait(task)
         await self._stop_listening()
+        await self._stop_dns()
         # The stats hub ends its streams now (each with its last word), before the drain
         # waits for them; services.stop() below finds it closed.
         await self.services.stats.close()
@@ -397,6 +495,7 @@ class Daemon:
         if self.state is not None:
             await self.state.stop()  # its last look at idle-watch is taken before it stops
         await self._summaries.stop()
+        await self.activity.stop()  # before idle-watch, whose wakers it signals
         await self.services.stop()  # idle-watch, stats, shells, pollers, clients: in reverse
         if self.audit is not None:
             self.audit.close()
@@ -445,6 +544,11 @@ class Daemon:
                 loop.remove_signal_handler(sig)
 
 
+def _same_port(a: str, b: str) -> bool:
+    port = split_address(a)[1]
+    return port != 0 and port == split_address(b)[1]
+
+
 def _without_dependencies(declared: Declared, why: str) -> Declared:
     """A guest's declared routes minus those with depends_on, after a cycle was found."""
     if not any(r.idle and r.idle.depends_on for r in declared.routes):
@@ -475,3 +579,15 @@ def _log_route_changes(before: RouteSet, after: RouteSet) -> None:
 
 def _origin(route: Route) -> str:
     return "config" if route.owner is None else f"notes of {route.owner}"
+
+
+def _own_ports(config: Config) -> dict[int, str]:
+    """pxproxy's own listening ports, which no guest's notes may take for a TCP route."""
+    ports = {
+        split_address(config.listen.api)[1]: "pxproxy's API listener",
+        split_address(config.listen.proxy)[1]: "pxproxy's proxy listener",
+    }
+    if config.dns is not None:
+        ports[split_address(config.dns.listen)[1]] = "pxproxy's DNS responder"
+    ports.pop(0, None)  # port 0: the kernel picks one, nothing to claim
+    return ports

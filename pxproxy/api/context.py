@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -82,8 +82,10 @@ class ApiContext:
     endpoints: Callable[[], ProxyEndpoints] = ProxyEndpoints
     # The config's problems from the last reload that failed (shown in /health); () if none.
     reload_errors: Callable[[], Sequence[str]] = tuple
-    # The activity source of a route, as /api/v1/routes shows it (idle-watch's, when set).
-    activity_of: Callable[[RouteConfig], str] = lambda route: route.activity.source
+    # The activity source of a route and its last reading, as /api/v1/routes shows it.
+    activity_of: Callable[[RouteConfig], dict[str, Any]] = lambda route: {
+        "source": route.activity.source
+    }
 
     def __post_init__(self) -> None:
         if self.config.routes and not self.routes.current.routes:

@@ -67,37 +67,35 @@ def overlap(a: str, b: str) -> tuple[str, str] | None:
     return None
 
 
-def _marker(field: FieldInfo) -> Listener | None:
-    for meta in field.metadata:
-        if isinstance(meta, Listener):
-            return meta
+def _markers(field: FieldInfo) -> list[Listener]:
+    """The field's Listener markers, in order: one per protocol (`dns.listen` has UDP and TCP)."""
+    found = [meta for meta in field.metadata if isinstance(meta, Listener)]
     pending: list[object] = [field.annotation]
     while pending:
         annotation = pending.pop()
         if typing.get_origin(annotation) is typing.Annotated:
-            for meta in typing.get_args(annotation)[1:]:
-                if isinstance(meta, Listener):
-                    return meta
+            found.extend(m for m in typing.get_args(annotation)[1:] if isinstance(m, Listener))
         pending.extend(typing.get_args(annotation))
-    return None
+    return list(dict.fromkeys(found))
 
 
 def find_listeners(section: RawSection) -> Iterator[Bind]:
     """Every valid listening address under `section`, in the models' field order."""
     for name, field in section.model.model_fields.items():
-        marker = _marker(field)
-        if marker is not None:
+        markers = _markers(field)
+        if markers:
             value = section.value(name)
             if isinstance(value, str):
                 host, port = split_address(value)
-                yield Bind(
-                    section.path(name),
-                    value,
-                    marker.protocol,
-                    host,
-                    port,
-                    not section.present(name),
-                )
+                for marker in markers:
+                    yield Bind(
+                        section.path(name),
+                        value,
+                        marker.protocol,
+                        host,
+                        port,
+                        not section.present(name),
+                    )
         elif model_of(field.annotation) is not None:
             sub = section.section(name)
             if sub is not None:

@@ -80,11 +80,14 @@ class TcpProxy:
         connect_timeout_s: float,
         hooks: TcpHooks | None = None,
         routes: Sequence[RouteConfig] = (),
+        key_for: Callable[[RouteConfig], str] | None = None,
     ) -> None:
         for route in routes:
             if route.listen is None:
                 raise ValueError(f"route {route.guest} has no listen address: not a TCP route")
         self._initial = tuple(routes)
+        # How a bind error names the route (the config's key path, where it has one).
+        self._key_for = key_for or (lambda route: f"route {route_label(route)} listen")
         self._routes: dict[str, RouteConfig] = {}  # listen address -> its route now
         self._inventory = inventory
         self._gates = gates
@@ -108,6 +111,8 @@ class TcpProxy:
         (their open connections go on), and relay new connections by the new routes. An
         address that cannot be bound raises with `strict` (at start); otherwise it is
         logged and returned, and the other routes are served."""
+        if self._closing:
+            return []  # closed for good: no listener may open after close()
         wanted = {r.listen: r for r in routes if r.listen is not None}
         for listen in [a for a in self._servers if a not in wanted]:
             server = self._servers.pop(listen)
@@ -122,7 +127,7 @@ class TcpProxy:
             host, port = split_address(listen)
             try:
                 self._servers[listen] = await listening(
-                    f"route {route_label(route)} listen",
+                    self._key_for(route),
                     listen,
                     asyncio.start_server(self._accept_callback(listen), host, port, limit=CHUNK),
                 )

@@ -77,6 +77,8 @@ class WakeManager:
         self._merged: list[Waker] = []  # merged away: closed on stop
         # No longer routed to, but a wake or stop was in flight: closed once it is done.
         self._retired: list[Waker] = []
+        # Only a dependency now: idle settings dropped once no stop of theirs is in flight.
+        self._unidle: list[Waker] = []
         self._old_probes: list[Probe] = []
         self._carry: SavedState | None = None
         self._saved: SavedState | None = None
@@ -95,13 +97,19 @@ class WakeManager:
         self._routes = tuple(routes)
         for key, (ref, settings, first) in plan.items():
             if key not in self._by_ref:
-                self._by_ref[key] = self._make(ref, settings, first)
+                self._by_ref[key] = self._revive(key) or self._make(ref, settings, first)
         done: set[int] = set()
         for key, (_, settings, first) in plan.items():
             owner = _owner(self._by_ref[key])
             if settings is not None and first is not None and id(owner) not in done:
                 done.add(id(owner))
                 self._reconfigure(owner, settings, first)
+        # Guests now only depended on (their own idle route gone): woken, never stopped.
+        self._unidle = []
+        for key in plan:
+            owner = _owner(self._by_ref[key])
+            if id(owner) not in done and owner.idle is not None and owner not in self._unidle:
+                self._unidle.append(owner)
         for key in [k for k in self._by_ref if k not in plan]:
             del self._by_ref[key]
         needed = {id(_owner(w)) for w in self._by_ref.values()}
@@ -109,6 +117,7 @@ class WakeManager:
             self._retire(waker)
         self._link(plan)
         self._bind_all()
+        self._drop_idle()
 
     def _make(self, ref: str, idle: IdleConfig | None, route: RouteConfig | None) -> Waker:
         waker = Waker(
@@ -138,12 +147,32 @@ class WakeManager:
             self._old_probes.append(old)
 
     def _retire(self, waker: Waker) -> None:
+        # Not ticked from now on, so never stopped again. `retire()` (idle off) waits for
+        # `_reap`: an idle stop in flight reads its settings as it ends.
         log.info("idle-watch: %s is no longer routed to; idle-watch lets it be", waker.ref)
         self._wakers.remove(waker)
         for key in [k for k, w in self._by_guest.items() if w is waker]:
             del self._by_guest[key]
-        waker.retire()
+        if waker in self._unidle:
+            self._unidle.remove(waker)
         self._retired.append(waker)
+
+    def _revive(self, key: str) -> Waker | None:
+        """A retired waker of this ref, routed to again (before it was closed): it goes on
+        with its state, so a wake it runs is joined rather than begun a second time."""
+        for waker in self._retired:
+            if _key(waker.ref) == key:
+                log.info("idle-watch: %s is routed to again", waker.ref)
+                self._retired.remove(waker)
+                self._wakers.append(waker)
+                return waker
+        return None
+
+    def _drop_idle(self) -> None:
+        """Idle settings off for wakers now only depended on, once nothing is in flight."""
+        for waker in [w for w in self._unidle if not w.in_flight]:
+            self._unidle.remove(waker)
+            waker.retire()
 
     def _link(self, plan: Plan) -> None:
         """Dependencies and route names from the plan, between the owning wakers."""
@@ -300,8 +329,10 @@ class WakeManager:
 
     async def _reap(self) -> None:
         """Close retired wakers whose wake or stop has ended, and replaced probes."""
+        self._drop_idle()
         for waker in [w for w in self._retired if not w.in_flight]:
             self._retired.remove(waker)
+            waker.retire()
             await waker.close()
         await self._close_probes()
 

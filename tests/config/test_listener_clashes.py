@@ -14,7 +14,7 @@ from pxproxy.config.listener_clashes import (
     find_listeners,
     overlap,
 )
-from pxproxy.config.models import ListenAddress
+from pxproxy.config.models import Config, ListenAddress
 from pxproxy.config.raw_view import RawSection
 
 from .helpers import MINIMAL, parse, problems_of
@@ -158,3 +158,52 @@ def test_overlap_is_symmetric() -> None:
 def test_each_later_listener_is_reported_once() -> None:
     binds = [Bind(f"k{i}", "0.0.0.0:80", "tcp", "0.0.0.0", 80) for i in range(3)]
     assert [p.path for p in clash_problems(binds)] == ["k1", "k2"]
+
+
+@pytest.mark.parametrize(
+    ("listen", "dns", "clash"),
+    [
+        # dns.listen takes its port for UDP and for TCP (answers too big for UDP go over TCP).
+        ('{proxy: "127.0.0.1:1", api: "127.0.0.1:5353"}', "127.0.0.1:5353", "listen.api"),
+        ('{proxy: "0.0.0.0:53", api: "127.0.0.1:2"}', "127.0.0.1:53", "listen.proxy"),
+        ('{proxy: "127.0.0.1:1", api: "127.0.0.1:2"}', "[::]:2", None),  # other family
+        ('{proxy: "127.0.0.1:1", api: "127.0.0.1:2"}', "127.0.0.1:0", None),
+    ],
+)
+def test_dns_listen_against_tcp_listeners(listen: str, dns: str, clash: str | None) -> None:
+    text = MINIMAL + f'listen: {listen}\ndns: {{listen: "{dns}"}}\n'
+    if clash is None:
+        config = parse(text)
+        assert config.dns is not None
+        assert config.dns.listen == dns
+        return
+    [line] = problems_of(text)
+    assert line.startswith(f"dns.listen: {dns} clashes with {clash} (")
+
+
+def test_dns_listen_against_a_tcp_route() -> None:
+    lines = problems_of(
+        MINIMAL
+        + 'dns: {listen: "0.0.0.0:5300"}\n'
+        + 'routes:\n  - {listen: "127.0.0.1:5300", guest: mc, port: 25565}\n'
+    )
+    assert lines == [
+        "dns.listen: 0.0.0.0:5300 clashes with routes[0].listen (127.0.0.1:5300): a wildcard "
+        "address takes port 5300 on every IPv4 address; give one of them another port"
+    ]
+
+
+def test_dns_listen_is_a_udp_and_a_tcp_listener() -> None:
+    root = RawSection.of(Config, {"proxmox": [], "dns": {}})
+    assert root is not None
+    binds = [b for b in find_listeners(root) if b.key == "dns.listen"]
+    # The default address, once per protocol; the two never clash with each other.
+    assert [(b.protocol, b.text, b.default) for b in binds] == [
+        ("udp", "127.0.0.1:5353", True),
+        ("tcp", "127.0.0.1:5353", True),
+    ]
+    assert clash_problems(binds) == []
+    # No `dns:` key: no DNS listener at all.
+    bare = RawSection.of(Config, {"proxmox": []})
+    assert bare is not None
+    assert not [b for b in find_listeners(bare) if b.key.startswith("dns")]

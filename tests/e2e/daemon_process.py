@@ -15,6 +15,7 @@ import pytest
 _PORTS = {
     "api": re.compile(r"API listening on \S+?:(\d+)"),
     "proxy": re.compile(r"proxy listening on \S+?:(\d+)"),
+    "dns": re.compile(r"DNS listening on \S+?:(\d+)"),
 }
 
 
