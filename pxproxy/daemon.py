@@ -33,7 +33,7 @@ from .listeners.serve import GuardedListener, listen
 from .metrics import Metrics
 from .proxy.http import HttpProxy
 from .proxy.tcp import TcpProxy
-from .reload import ConfigWatch, plan
+from .reload import ConfigStatus, ConfigWatch, plan
 from .routing.endpoints import ProxyEndpoints, endpoints_for
 from .routing.route_set import Declared, Route, RouteSet, RouteStore, merge
 from .services import Services, alias_sources, make_poller
@@ -103,6 +103,7 @@ class Daemon:
         self._reload_lock = asyncio.Lock()
         self._reload_errors: tuple[str, ...] = ()
         self._listen_errors: tuple[str, ...] = ()  # listeners of the route set not bound
+        self._restart_needed: tuple[str, ...] = ()  # changed in the file, kept until a restart
         self._route_kick = asyncio.Event()
         self._route_task: asyncio.Task[None] | None = None
         self._watch: ConfigWatch | None = None
@@ -155,7 +156,7 @@ class Daemon:
             stats=services.stats,
             routes=self.routes,
             endpoints=self.endpoints,
-            reload_errors=lambda: (*self._reload_errors, *self._listen_errors),
+            config_status=self.config_status,
             activity_of=self.activity.describe,
         )
         app = self._api_app = build_app(ctx)
@@ -390,6 +391,9 @@ class Daemon:
         # Addresses that could not be bound: in /health until a later round binds them.
         self._listen_errors = (*errors, *([proxy_error] if proxy_error else []))
 
+    def config_status(self) -> ConfigStatus:
+        return ConfigStatus(self._reload_errors, self._listen_errors, self._restart_needed)
+
     async def reload(self) -> bool:
         """Read the config file again and apply it, or keep the running one (errors in the
         log and /health). True when the new config was applied."""
@@ -416,6 +420,7 @@ class Daemon:
                 return False
             self._reload_errors = ()
             change = plan(self.config, new)
+            self._restart_needed = change.restart
             if change.restart:
                 log.warning(
                     "config reload: %s changed and only take effect on a restart",

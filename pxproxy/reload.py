@@ -39,6 +39,20 @@ WATCH_INTERVAL_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigStatus:
+    """What /health says of the config: a reload that failed, listeners of the route set
+    that could not be bound, and keys whose change waits for a restart."""
+
+    reload_errors: tuple[str, ...] = ()
+    listen_errors: tuple[str, ...] = ()
+    restart_needed: tuple[str, ...] = ()
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.reload_errors or self.listen_errors)
+
+
+@dataclass(frozen=True, slots=True)
 class ReloadPlan:
     """What a new config changes, next to the running one."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -15,6 +15,7 @@ from ..inventory.store import Inventory
 from ..listeners.server_header import on_response_prepare
 from ..metrics import Metrics
 from ..pve.client import PveClient
+from ..reload import ConfigStatus
 from ..routing.endpoints import ProxyEndpoints
 from ..routing.route_set import RouteStore
 from ..shutdown import Stopping
@@ -129,7 +130,7 @@ def make_context(
     stats: StatsHub | None = None,
     routes: RouteStore | None = None,
     endpoints: Callable[[], ProxyEndpoints] | None = None,
-    reload_errors: Callable[[], Sequence[str]] | None = None,
+    config_status: Callable[[], ConfigStatus] | None = None,
     activity_of: Callable[[RouteConfig], dict[str, Any]] | None = None,
 ) -> ApiContext:
     return ApiContext(
@@ -148,6 +149,6 @@ def make_context(
         stats=stats,
         routes=routes or RouteStore(),
         endpoints=endpoints or ProxyEndpoints,
-        reload_errors=reload_errors or tuple,
+        config_status=config_status or ConfigStatus,
         **({"activity_of": activity_of} if activity_of is not None else {}),
     )

@@ -14,6 +14,7 @@ from ..inventory.store import Inventory
 from ..metrics import Metrics
 from ..pve.client import PveClient
 from ..pve.models import TaskStatus
+from ..reload import ConfigStatus
 from ..routing.endpoints import ProxyEndpoints
 from ..routing.hosts import RouteTable
 from ..routing.route_set import RouteStore
@@ -80,8 +81,8 @@ class ApiContext:
     routes: RouteStore = field(default_factory=RouteStore)
     # Where other proxies reach pxproxy's proxy listeners now (the bound ports).
     endpoints: Callable[[], ProxyEndpoints] = ProxyEndpoints
-    # The config's problems from the last reload that failed (shown in /health); () if none.
-    reload_errors: Callable[[], Sequence[str]] = tuple
+    # A failed reload, unbound listeners, keys waiting for a restart (shown in /health).
+    config_status: Callable[[], ConfigStatus] = ConfigStatus
     # The activity source of a route and its last reading, as /api/v1/routes shows it.
     activity_of: Callable[[RouteConfig], dict[str, Any]] = lambda route: {
         "source": route.activity.source

@@ -380,7 +380,7 @@ async def test_a_listener_that_cannot_bind_on_reload_keeps_the_old_one_and_shows
             assert await get(http, daemon, "beta.test") == (200, f"beta (vmid {BETA})\n")
             _, health = await api(http, daemon, "/health")
             assert health["status"] == "degraded"
-            errors = " ".join(health["config"]["errors"])
+            errors = " ".join(health["config"]["listen_errors"])
             assert "listen.proxy" in errors
             assert busy in errors
             assert busy_too in errors

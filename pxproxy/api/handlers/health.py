@@ -35,9 +35,17 @@ async def health(request: web.Request) -> web.Response:
         clusters.append(entry)
     status = "ok" if clusters and all(c["ok"] for c in clusters) else "degraded"
     body: dict[str, object] = {"status": status, "clusters": clusters}
-    errors = list(ctx.reload_errors())
-    if errors:
-        # The old config still runs; the file on disk does not validate.
+    config = ctx.config_status()
+    if config.degraded:
         body["status"] = "degraded"
-        body["config"] = {"reload": "failed", "errors": errors}
+    shown: dict[str, object] = {}
+    if config.reload_errors:
+        # The old config still runs; the file on disk does not validate.
+        shown.update(reload="failed", errors=list(config.reload_errors))
+    if config.listen_errors:
+        shown["listen_errors"] = list(config.listen_errors)
+    if config.restart_needed:
+        shown["restart_needed"] = list(config.restart_needed)
+    if shown:
+        body["config"] = shown
     return json_response(body)
