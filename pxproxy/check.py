@@ -9,20 +9,27 @@ from .config.allowlists import parse_guest_entry
 from .config.dependencies import dependency_problems, ref_key, route_edges
 from .config.models import Config
 from .config.problems import Problem
+from .inventory.guest_notes import GuestNotes
 from .inventory.snapshot import Snapshot
 from .inventory.store import Inventory
 from .pve.errors import PveError
+from .routing.route_set import Declared, merge
 from .services import make_poller
 
 
 async def check(config: Config, out: TextIO) -> int:
     inventory = Inventory()
     problems: list[str] = []
+    declared: list[Declared] = []
     for name, cluster in zip(config.cluster_names(), config.proxmox, strict=True):
         poller, client = make_poller(name, cluster, inventory, config, None)
         try:
             version = await client.version()
             snap = await poller.poll_once()
+            # What tagged guests declare in their notes, read as the daemon would.
+            notes = GuestNotes(name, client)
+            await notes.update(snap.guests)
+            declared.extend(notes.declared())
         except PveError as exc:
             problems.append(f"cluster {name} ({cluster.url}): {exc}")
             continue
@@ -47,9 +54,15 @@ async def check(config: Config, out: TextIO) -> int:
     problems.extend(_check_routes(config, view))
     allowlist_problems, warnings = check_allowlists(config, view)
     problems.extend(allowlist_problems)
-    for route in config.routes:
+    routes = merge(config.routes, declared)
+    names = {d.guest: d.name for d in declared}
+    for entry in routes.routes:
+        route = entry.config
         target = ", ".join(route.host) if route.host else route.listen
-        out.write(f"route {target} -> {route.guest}:{route.port}\n")
+        origin = f" (notes of {names.get(entry.owner, entry.owner)})" if entry.owner else ""
+        out.write(f"route {target} -> {route.guest}:{route.port}{origin}\n")
+    # A guest's unusable notes cost that guest its routes, nothing else: warnings.
+    warnings.extend(f"notes of {p.name} ({p.guest}): {p.error}" for p in routes.problems)
     for w in warnings:
         out.write(f"warning: {w}\n")
     if problems:

@@ -38,6 +38,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     integrations.add_argument(
         "-c", "--config", help=f"config file (default: $PXPROXY_CONFIG, else {config_path(None)})"
     )
+    integrations.add_argument(
+        "--listen",
+        metavar="ADDR",
+        help="where the proxy itself listens, e.g. :443 or 0.0.0.0:80 (default :80)",
+    )
     integrations.set_defaults(func=cmd_integrations)
 
     text = "Ansible dynamic inventory of the guests, from a running daemon"
@@ -63,7 +68,9 @@ def cmd_integrations(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     try:
-        text = recipe(args.kind, config, config_path=str(config_path(args.config)))
+        text = recipe(
+            args.kind, config, config_path=str(config_path(args.config)), listen=args.listen
+        )
     except RecipeError as exc:
         print(f"pxproxy integrations {args.kind}: {exc}", file=sys.stderr)
         return EXIT_FAILED

@@ -837,11 +837,13 @@ class Waker:
         self._stop_task = asyncio.create_task(self._stop(), name=f"idle-stop:{self.ref}")
 
     async def _stop(self) -> None:
-        assert self.idle is not None  # only guests with idle settings are stopped
-        method = self.idle.stop_method
+        # Read once: a reload may change (or a retirement drop) the settings meanwhile.
+        idle = self.idle
+        assert idle is not None  # only guests with idle settings are stopped
+        method = idle.stop_method
         try:
             guest = await self._guest()
-            slept = await self._power_off(guest)
+            slept = await self._power_off(guest, idle)
         except Exception as exc:  # PowerError, WakeError, or a bug: the guest stays up
             message = exc.message if isinstance(exc, PowerError | WakeError) else repr(exc)
             log.warning(
@@ -859,10 +861,10 @@ class Waker:
         log.info(
             "idle-watch: %s idle for %gs: %s, now %s",
             self.ref,
-            self.idle.timeout,
+            idle.timeout,
             method,
             slept,
-            extra=self._fields(method=method, idle_s=self.idle.timeout, slept=slept),
+            extra=self._fields(method=method, idle_s=idle.timeout, slept=slept),
         )
         self._slept = slept
         self._slept_at = self._wall()
@@ -876,11 +878,10 @@ class Waker:
     def _wake_pending(self) -> bool:
         return self._wake_task is not None and not self._wake_task.done()
 
-    async def _power_off(self, guest: Guest) -> Slept:
-        assert self.idle is not None
-        method = self.idle.stop_method
+    async def _power_off(self, guest: Guest, idle: IdleConfig) -> Slept:
+        method = idle.stop_method
         if method == "shutdown":
-            await self._power.shutdown(guest, self.idle.shutdown_timeout)
+            await self._power.shutdown(guest, idle.shutdown_timeout)
             return "stopped"
         if method == "stop":
             await self._power.stop(guest)
