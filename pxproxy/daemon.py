@@ -21,6 +21,7 @@ from .api.handlers import CONTEXT
 from .api.listener import handler_kwargs as api_handler_kwargs
 from .api.listener import head_limits as api_head_limits
 from .audit.chained_file import AuditFileError
+from .config.companion import DnsConfig
 from .config.loader import ConfigError, load_config
 from .config.models import Config, RouteConfig, is_loopback_host, split_address
 from .dns.server import DnsResponder
@@ -81,6 +82,7 @@ class Daemon:
         self.routes.on_change(lambda routes: self.wake.update(routes.configs))
         self._declared: dict[str, tuple[Declared, ...]] = {}
         self.routes.reserved = _own_ports(config)
+        self.routes.policy = config.notes
         self.routes.publish(config.routes, ())
         self.http_proxy = HttpProxy(
             lambda: self.routes.current.table,
@@ -104,6 +106,7 @@ class Daemon:
         self._reload_errors: tuple[str, ...] = ()
         self._listen_errors: tuple[str, ...] = ()  # listeners of the route set not bound
         self._restart_needed: tuple[str, ...] = ()  # changed in the file, kept until a restart
+        self._dns_error: str | None = None  # new DNS settings that could not be bound
         self._route_kick = asyncio.Event()
         self._route_task: asyncio.Task[None] | None = None
         self._watch: ConfigWatch | None = None
@@ -193,7 +196,7 @@ class Daemon:
             self.state.start()
         self._summaries.start()
         await self._start_routing()
-        await self._start_dns(strict=True)
+        await self._start_dns(self.config.dns, strict=True)
         self._route_task = asyncio.create_task(self._follow_routes(), name="route-set")
         if self.config_path is not None:
             self._watch = ConfigWatch(self.config_path, self._reload_from_watch)
@@ -323,10 +326,10 @@ class Daemon:
         log.info("pxproxy proxy stopped listening on %s", self._proxy_listen)
         self._proxy_listener, self._proxy_listen, self.proxy_port = None, None, None
 
-    async def _start_dns(self, *, strict: bool = False) -> None:
-        settings = self.config.dns
+    async def _start_dns(self, settings: DnsConfig | None, *, strict: bool = False) -> str | None:
+        """A responder on `settings` (None: DNS off); the bind error, if any, when not strict."""
         if settings is None:
-            return
+            return None
         source = LiveSource(
             lambda: self.inventory.snapshot,
             lambda: self.routes.current,
@@ -340,11 +343,25 @@ class Daemon:
             if strict:
                 raise
             log.error("%s", exc)
-            return
+            return str(exc)
         self.dns = responder
         for host, port in responder.bound:
             shown = f"[{host}]" if ":" in host else host
             log.info("pxproxy DNS listening on %s:%s (zone %s)", shown, port, settings.zone)
+        return None
+
+    async def _restart_dns(self, old: DnsConfig | None) -> None:
+        """New DNS settings from a reload. The old responder frees its port first (the new
+        one may want it); if the new one cannot bind, the old one comes back, and /health
+        says so until a later reload binds the new address."""
+        await self._stop_dns()
+        error = await self._start_dns(self.config.dns)
+        self._dns_error = None
+        if error is None:
+            return
+        if old is not None and await self._start_dns(old) is None:
+            error += "; the DNS responder stays on its old settings"
+        self._dns_error = error
 
     async def _stop_dns(self) -> None:
         responder, self.dns = self.dns, None
@@ -378,7 +395,9 @@ class Daemon:
         through guests' notes drops those guests' routes, reported), then follow it with
         the listeners."""
         declared = self._declared_now()
-        routes = merge(self.config.routes, declared, reserved=self.routes.reserved)
+        routes = merge(
+            self.config.routes, declared, reserved=self.routes.reserved, policy=self.config.notes
+        )
         try:
             check_routes(routes.configs)
         except DependencyCycleError as exc:
@@ -386,13 +405,15 @@ class Daemon:
         before = self.routes.current
         if self.routes.publish(self.config.routes, declared):
             _log_route_changes(before, self.routes.current)
-        errors = await self.tcp_proxy.apply([r.config for r in self.routes.current.tcp()])
+        # The proxy listener first: a TCP route may want the port it is leaving.
         proxy_error = await self._sync_proxy_listener()
+        errors = await self.tcp_proxy.apply([r.config for r in self.routes.current.tcp()])
         # Addresses that could not be bound: in /health until a later round binds them.
         self._listen_errors = (*errors, *([proxy_error] if proxy_error else []))
 
     def config_status(self) -> ConfigStatus:
-        return ConfigStatus(self._reload_errors, self._listen_errors, self._restart_needed)
+        listen = (*self._listen_errors, *([self._dns_error] if self._dns_error else []))
+        return ConfigStatus(self._reload_errors, listen, self._restart_needed)
 
     async def reload(self) -> bool:
         """Read the config file again and apply it, or keep the running one (errors in the
@@ -429,16 +450,15 @@ class Daemon:
             if not change.changed:
                 log.info("config reload: nothing to apply")
                 return True
-            dns_changed = change.config.dns != self.config.dns
+            old_dns = self.config.dns
+            dns_changed = change.config.dns != old_dns
             self._apply_config(change.config)
             if "log_level" in change.changed:
                 # Only when the file's level changed: a reload of anything else must not undo
                 # `--log-level` (set on the root logger at start, as here).
                 logging.getLogger().setLevel(change.config.log_level.upper())
             if dns_changed:
-                # Stateless: a new responder on the new settings (the old port is freed first).
-                await self._stop_dns()
-                await self._start_dns()
+                await self._restart_dns(old_dns)
             await self._apply_routes()
             self.reloads += 1
             log.info(
@@ -449,6 +469,7 @@ class Daemon:
     def _apply_config(self, config: Config) -> None:
         self.config = config
         self.routes.reserved = _own_ports(config)
+        self.routes.policy = config.notes
         for cluster in self.services.clusters:
             cluster.poller.set_extra_aliases(alias_sources(config))
         if self._api_app is not None:
@@ -533,11 +554,12 @@ class Daemon:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
         try:
             # Inside the try: a start that fails (a port in use, a config error found late)
             # still stops what it started, so no session or task is left behind.
             await self.start()
+            # Only now: a reload must not race the listeners start() opens.
+            loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
             await stop.wait()
             log.info(
                 "shutting down: streams end now, requests in flight get %gs",

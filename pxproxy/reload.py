@@ -25,7 +25,9 @@ from .shutdown import cancel_and_wait
 log = logging.getLogger(__name__)
 
 # Top-level keys a reload applies; every other changed key needs a restart.
-LIVE_KEYS = frozenset({"routes", "api", "guests", "dns", "integrations", "listen", "log_level"})
+LIVE_KEYS = frozenset(
+    {"routes", "api", "guests", "dns", "integrations", "listen", "log_level", "notes"}
+)
 # Inside those, what still needs a restart.
 _API_RESTART = (
     "max_header_size",

@@ -111,6 +111,40 @@ class IntegrationsConfig(_Strict):
     traefik: TraefikOptions = TraefikOptions()
 
 
+def _check_pattern(value: str) -> str:
+    text = value.strip().rstrip(".").lower()
+    label = text[2:] if text.startswith("*.") else text
+    if text != "*" and (not label or not re.fullmatch(r"[a-z0-9.-]+", label)):
+        raise ValueError(f"{value!r} is not a host name, *.domain or *")
+    return text
+
+
+HostPattern = Annotated[str, AfterValidator(_check_pattern)]
+
+
+class NotesPolicy(_Strict):
+    """`notes:`: what guests may declare in their Proxmox notes. Whoever may edit a guest's
+    notes (VM.Config.Options) may route hosts to it: say which."""
+
+    enabled: bool = True
+    # Host patterns a declared route may use: exact names, `*.apps.example.com` (any name
+    # below it), or `*` (any host no config route has).
+    hosts: tuple[HostPattern, ...] = ("*",)
+    # Whether declared TCP routes may open listeners on this machine.
+    tcp: bool = False
+
+    def allows_host(self, host: str) -> bool:
+        name = host.rstrip(".").lower()
+        for pattern in self.hosts:
+            if pattern == "*" or pattern == name:
+                return True
+            if pattern.startswith("*.") and (
+                name.endswith(pattern[1:]) or name == pattern  # `*.x` itself as a wildcard
+            ):
+                return True
+        return False
+
+
 ActivitySource = Literal["proxy", "traefik", "traffic"]
 
 

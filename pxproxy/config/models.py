@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from .allowlists import check_guest_entry, check_path_prefix
-from .companion import ActivityConfig, DnsConfig, IntegrationsConfig
+from .companion import ActivityConfig, DnsConfig, IntegrationsConfig, NotesPolicy
 from .durations import parse_duration
 from .listen_marker import TCP as TCP_LISTENER
 from .node_names import check_node_alias, check_node_key
@@ -285,9 +285,12 @@ class RouteConfig(Strict):
     def _kind(self) -> RouteConfig:
         if (self.host is None) == (self.listen is None):
             raise ValueError("a route has either host (HTTP) or listen (TCP)")
+        if self.host is not None and not self.host:
+            raise ValueError("host needs at least one name")
         for host in self.host or ():
             label = host[2:] if host.startswith("*.") else host
-            if not label or not re.match(r"^[A-Za-z0-9.-]+$", label):
+            # fullmatch: `$` alone would let a trailing newline through.
+            if not label or not re.fullmatch(r"[A-Za-z0-9.-]+", label):
                 raise ValueError(f"host {host!r} is not a hostname or *.domain")
         return self
 
@@ -364,6 +367,7 @@ class Config(Strict):
     audit: AuditConfig = AuditConfig()
     dns: DnsConfig | None = None
     integrations: IntegrationsConfig = IntegrationsConfig()
+    notes: NotesPolicy = NotesPolicy()
 
     # A field validator (not Field(min_length=1) or a model validator): its errors carry the
     # key path "proxmox", and it only runs when every entry is valid, so an invalid entry is

@@ -30,6 +30,11 @@ from .names import traefik_router_name, traefik_service_name
 EXACT_PRIORITY = 10_000
 # Wildcards below exact hosts, the longer suffix first (a host name has at most 253 chars).
 WILDCARD_PRIORITY = 5_000
+# Routes from guests' notes rank below every other router (Traefik's default priority is the
+# rule's length, at least 8): whoever may edit a guest's notes must not take over a host that
+# one of your own routers serves. Exact hosts still beat wildcards among them.
+NOTES_EXACT_PRIORITY = 2
+NOTES_WILDCARD_PRIORITY = 1
 # Guests' HTTPS is self-signed as a rule; pxproxy's own proxy does not verify it either.
 INSECURE_TRANSPORT = "pxproxy-guest-tls"
 
@@ -135,6 +140,10 @@ def _add_http(
     http["services"][service] = {"loadBalancer": balancer}
     base = traefik_router_name(config)
     for index, (rule, priority) in enumerate(_rules(config.host or ())):
+        if route.origin == "notes":
+            priority = (
+                NOTES_EXACT_PRIORITY if priority == EXACT_PRIORITY else NOTES_WILDCARD_PRIORITY
+            )
         router: dict[str, Any] = {
             "rule": rule,
             "priority": priority,

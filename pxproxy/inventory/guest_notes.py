@@ -164,7 +164,10 @@ class GuestNotes:
         try:
             declared = Declared(ref, guest.name, parse_notes(text, ref))
         except NotesError as exc:
-            declared = Declared(ref, guest.name, (), exc.message)
+            # Nothing else changes: the routes of its last valid notes stay (a typo mid-edit
+            # must not drop a route with open connections), with the error reported.
+            kept = seen.declared.routes if seen.declared is not None else ()
+            declared = Declared(ref, guest.name, kept, exc.message)
         _log_change(seen.declared, declared)
         seen.parsed_from, seen.declared = source, declared
 
@@ -199,7 +202,10 @@ class GuestNotes:
 def _log_change(old: Declared | None, new: Declared) -> None:
     if new.error is not None:
         if old is None or old.error != new.error:
-            log.warning("the notes of %s (%s) are invalid: %s", new.name, new.guest, new.error)
+            kept = "; its last valid routes stay" if new.routes else ""
+            log.warning(
+                "the notes of %s (%s) are invalid: %s%s", new.name, new.guest, new.error, kept
+            )
         return
     old_routes = old.routes if old is not None else ()
     if new.routes == old_routes:

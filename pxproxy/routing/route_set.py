@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ..config.companion import NotesPolicy
 from ..config.models import RouteConfig
 from .hosts import RouteTable
 
@@ -49,7 +50,8 @@ class RouteProblem:
 
 @dataclass(frozen=True, slots=True)
 class Declared:
-    """What one tagged guest's notes declare: routes (ref already the guest) or an error."""
+    """What one tagged guest's notes declare: routes (ref already the guest), and an error
+    when the notes are invalid now (the routes are then those of its last valid notes)."""
 
     guest: str  # "cluster:vmid"
     name: str
@@ -87,27 +89,69 @@ def _claims(route: RouteConfig) -> list[str]:
     return [f"port {(route.listen or '').rsplit(':', 1)[-1]}"]
 
 
+def _covering_wildcard(host: str, wildcards: Mapping[str, str]) -> str | None:
+    """The config wildcard (`*.example.com`) that covers `host`, exact or wildcard itself."""
+    name = host.rstrip(".").lower().removeprefix("*.")
+    while "." in name:
+        name = name.split(".", 1)[1]
+        if name in wildcards:
+            return wildcards[name]
+    return None
+
+
+def _refusal(route: RouteConfig, policy: NotesPolicy, wildcards: Mapping[str, str]) -> str | None:
+    """Why a declared route may not be served, whatever other guests declare."""
+    if route.listen is not None and not policy.tcp:
+        return "TCP routes from notes are off (notes: {tcp: true} allows them)"
+    for host in route.host or ():
+        if not policy.allows_host(host):
+            return f"host {host} is not allowed by notes.hosts ({', '.join(policy.hosts)})"
+        covering = _covering_wildcard(host, wildcards)
+        if covering is not None:
+            return f"host {host} is covered by {covering}"
+    return None
+
+
 def merge(
     config_routes: Sequence[RouteConfig],
     declared: Iterable[Declared],
     version: int = 0,
     reserved: Mapping[int, str] | None = None,
+    policy: NotesPolicy | None = None,
 ) -> RouteSet:
     """Config routes first, in config order; then each guest's declared routes, guests in
-    `cluster:vmid` order. A declared route whose host or listen port is taken (by a config
-    route, an earlier guest, or one of pxproxy's own listeners in `reserved`) is dropped
-    and reported; the guest's other routes stay."""
+    `cluster:vmid` order. A declared route is dropped and reported when `policy` (the
+    config's `notes:`) does not allow it, when a config wildcard covers its host, or when
+    its host or listen port is taken (by a config route, an earlier guest, or one of
+    pxproxy's own listeners in `reserved`); the guest's other routes stay. A guest whose
+    notes became invalid keeps the routes of its last valid notes, and the error is
+    reported."""
+    policy = policy or NotesPolicy()
     routes = [Route(r) for r in config_routes]
+    wildcards = {
+        h.rstrip(".").lower()[2:]: f"config route {route_name(r)}"
+        for r in config_routes
+        for h in r.host or ()
+        if h.startswith("*.")
+    }
     owners: dict[str, str] = {f"port {p}": what for p, what in (reserved or {}).items()}
     for route in routes:
         for claim in _claims(route.config):
             owners.setdefault(claim, f"config route {route.name}")
     problems: list[RouteProblem] = []
-    for entry in sorted(declared, key=lambda d: _guest_order(d.guest)):
+    entries = sorted(declared, key=lambda d: _guest_order(d.guest))
+    if not policy.enabled:
+        entries = []
+    for entry in entries:
         if entry.error is not None:
             problems.append(RouteProblem(entry.guest, entry.name, entry.error))
-            continue
         for config in entry.routes:
+            refused = _refusal(config, policy, wildcards)
+            if refused is not None:
+                problems.append(
+                    RouteProblem(entry.guest, entry.name, f"route {route_name(config)}: {refused}")
+                )
+                continue
             taken = [(c, owners[c]) for c in _claims(config) if c in owners]
             if taken:
                 claim, owner = taken[0]
@@ -136,8 +180,10 @@ class RouteStore:
 
     def __init__(self, initial: RouteSet | None = None) -> None:
         self._current = initial or RouteSet()
-        # Ports of pxproxy's own listeners, which no declared TCP route may take.
+        # Ports of pxproxy's own listeners, which no declared TCP route may take, and what
+        # declared routes may be (the config's `notes:`).
         self.reserved: dict[int, str] = {}
+        self.policy = NotesPolicy()
         self._published = asyncio.Event()
         self._listeners: list[Callable[[RouteSet], None]] = []
 
@@ -151,7 +197,7 @@ class RouteStore:
 
     def publish(self, config_routes: Sequence[RouteConfig], declared: Iterable[Declared]) -> bool:
         """Merge and swap in a new set; False (and nothing changes) when it is the same."""
-        new = merge(config_routes, declared, self._current.version + 1, self.reserved)
+        new = merge(config_routes, declared, self._current.version + 1, self.reserved, self.policy)
         if new.routes == self._current.routes and new.problems == self._current.problems:
             return False
         self._current = new

@@ -95,9 +95,17 @@ class WakeManager:
         plan = _plan(routes)
         _check_plan(plan)
         self._routes = tuple(routes)
+        made: list[Waker] = []
         for key, (ref, settings, first) in plan.items():
             if key not in self._by_ref:
-                self._by_ref[key] = self._revive(key) or self._make(ref, settings, first)
+                revived = self._revive(key, ref)
+                if revived is None:
+                    revived = self._make(ref, settings, first)
+                    made.append(revived)
+                self._by_ref[key] = revived
+        # A new ref naming a guest a waker already owns (`wiki` became `home:101`) merges
+        # into that waker now, before retiring: so it is still needed, and keeps its wake.
+        self._bind_all()
         done: set[int] = set()
         for key, (_, settings, first) in plan.items():
             owner = _owner(self._by_ref[key])
@@ -118,6 +126,13 @@ class WakeManager:
         self._link(plan)
         self._bind_all()
         self._drop_idle()
+        # New wakers learn their guest's state now, not at the next round: until then a
+        # running guest would look asleep (to DNS, to Traefik's provider, to the proxy).
+        # (Before start() nothing is observed: start() applies the saved state first.)
+        snapshot = self._inventory.snapshot
+        for waker in made if self._task is not None else ():
+            if waker.merged is None:
+                waker.observe(snapshot)
 
     def _make(self, ref: str, idle: IdleConfig | None, route: RouteConfig | None) -> Waker:
         waker = Waker(
@@ -157,11 +172,19 @@ class WakeManager:
             self._unidle.remove(waker)
         self._retired.append(waker)
 
-    def _revive(self, key: str) -> Waker | None:
-        """A retired waker of this ref, routed to again (before it was closed): it goes on
-        with its state, so a wake it runs is joined rather than begun a second time."""
+    def _revive(self, key: str, ref: str) -> Waker | None:
+        """A retired waker of this ref, or of the guest this ref names now (`wiki` became
+        `home:101`), routed to again before it was closed: it goes on with its state, so a
+        wake it runs is joined rather than begun a second time, and connections it holds
+        keep the guest awake."""
+        guest: str | None = None
+        snapshot = self._inventory.snapshot
+        if snapshot.clusters:
+            found = resolve_guest(snapshot, ref)
+            if not isinstance(found, str):
+                guest = guest_key(found.cluster, found.id)
         for waker in self._retired:
-            if _key(waker.ref) == key:
+            if _key(waker.ref) == key or (guest is not None and waker.guest_key == guest):
                 log.info("idle-watch: %s is routed to again", waker.ref)
                 self._retired.remove(waker)
                 self._wakers.append(waker)
@@ -330,7 +353,8 @@ class WakeManager:
     async def _reap(self) -> None:
         """Close retired wakers whose wake or stop has ended, and replaced probes."""
         self._drop_idle()
-        for waker in [w for w in self._retired if not w.in_flight]:
+        # A connection still open on a retired waker keeps it: the route may come back.
+        for waker in [w for w in self._retired if not w.in_flight and not w.held]:
             self._retired.remove(waker)
             waker.retire()
             await waker.close()

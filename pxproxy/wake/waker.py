@@ -398,6 +398,16 @@ class Waker:
         self.idle = None
 
     @property
+    def held(self) -> bool:
+        """An open connection or stream holds the guest busy."""
+        return self._holds > 0
+
+    @property
+    def guest_key(self) -> str | None:
+        """`cluster:id` of the guest this waker has found (None: not found yet)."""
+        return self._key
+
+    @property
     def in_flight(self) -> bool:
         return any(t is not None and not t.done() for t in (self._wake_task, self._stop_task))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from pxproxy.config.companion import NotesPolicy
 from pxproxy.config.models import RouteConfig
 from pxproxy.routing.route_set import Declared, RouteStore, merge
 
@@ -64,6 +65,7 @@ def test_a_declared_tcp_route_cannot_take_a_port_of_pxproxy_itself(listen: str) 
         [],
         [Declared("home:7", "game", (_tcp(listen, "home:7", 25565),))],
         reserved={8081: "pxproxy's API listener"},
+        policy=NotesPolicy(tcp=True),
     )
     assert routes.routes == ()
     assert "port 8081 is already routed by pxproxy's API listener" in routes.problems[0].error
@@ -79,3 +81,49 @@ def test_the_store_publishes_only_real_changes_and_tells_listeners() -> None:
     assert store.publish([*config, _http("b.example.com", "b")], ()) is True
     assert seen == [1, 2]
     assert [r.name for r in store.current.routes] == ["a.example.com", "b.example.com"]
+
+
+def test_declared_tcp_routes_are_off_unless_the_config_allows_them() -> None:
+    declared = [Declared("home:7", "game", (_tcp("0.0.0.0:2222", "home:7", 22),))]
+    assert merge([], declared).routes == ()
+    assert "TCP routes from notes are off" in merge([], declared).problems[0].error
+    assert [r.name for r in merge([], declared, policy=NotesPolicy(tcp=True)).routes] == [
+        "tcp:0.0.0.0:2222"
+    ]
+
+
+def test_a_config_wildcard_covers_the_names_below_it() -> None:
+    """An exact name would beat the wildcard in the host table: a guest's notes must not
+    take a name out of a config route that way, nor a narrower wildcard."""
+    config = [_http("*.example.com", "web")]
+    for host in ("mail.example.com", "*.a.example.com", "x.y.example.com"):
+        routes = merge(config, [Declared("home:8", "evil", (_http(host, "home:8"),))])
+        assert [r.origin for r in routes.routes] == ["config"]
+        assert "covered by config route *.example.com" in routes.problems[0].error
+    # A sibling domain is not covered.
+    other = merge(config, [Declared("home:8", "ok", (_http("example.org", "home:8"),))])
+    assert [r.name for r in other.routes] == ["*.example.com", "example.org"]
+
+
+def test_notes_hosts_limits_what_guests_may_claim() -> None:
+    policy = NotesPolicy(hosts=("*.apps.example.com", "wiki.example.com"))
+    allowed = ["a.apps.example.com", "*.x.apps.example.com", "wiki.example.com"]
+    refused = ["apps.example.com.evil", "bank.example.com", "*.example.com"]
+    declared = [
+        Declared(f"home:{i}", f"g{i}", (_http(h, f"home:{i}"),))
+        for i, h in enumerate([*allowed, *refused], start=1)
+    ]
+    routes = merge([], declared, policy=policy)
+    assert [r.name for r in routes.routes] == allowed
+    assert len(routes.problems) == len(refused)
+    assert all("not allowed by notes.hosts" in p.error for p in routes.problems)
+    assert merge([], declared, policy=NotesPolicy(enabled=False)).routes == ()
+
+
+def test_invalid_notes_keep_the_last_valid_routes_and_report() -> None:
+    kept = Declared(
+        "home:9", "wiki", (_http("wiki.example.com", "home:9"),), error="pxproxy.port: bad"
+    )
+    routes = merge([], [kept])
+    assert [r.name for r in routes.routes] == ["wiki.example.com"]
+    assert [p.error for p in routes.problems] == ["pxproxy.port: bad"]

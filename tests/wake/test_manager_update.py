@@ -267,3 +267,53 @@ async def test_a_cycle_raises_and_changes_nothing() -> None:
     assert mgr.states() == states
     assert all(not w.dependencies for w in wakers)
     await mgr.stop()
+
+
+async def test_a_route_back_under_another_ref_joins_the_wake_of_its_guest() -> None:
+    """`wiki` becomes `home:101` (a config route moved into the guest's notes) while the
+    guest is waking: the new ref takes the waker that is waking it, no second start."""
+    inventory, clock = Inventory(), FakeClock()
+    power = FakePower(gate=asyncio.Event())
+    publish(inventory, guest(101, "wiki"))
+    by_name = route("wiki")
+    mgr = manager([by_name], inventory, power, clock)
+    await mgr.start()
+    gate = waker(mgr, by_name)
+    first = asyncio.create_task(gate.ready())
+    await wait_for(lambda: bool(power.calls), 5, "the start call")
+    by_id = route("home:101")
+    mgr.update([by_id])
+    assert mgr.gate_for(by_id) is gate
+    second = asyncio.create_task(mgr.gate_for(by_id).ready())
+    assert power.gate is not None
+    power.gate.set()
+    publish(inventory, guest(101, "wiki", status="running"))
+    async with asyncio.timeout(5):
+        await asyncio.gather(first, second)
+    assert power.actions() == ["start"]
+    await mgr.stop()
+
+
+async def test_a_connection_open_across_a_route_gone_and_back_keeps_the_guest_awake() -> None:
+    """Notes edited with a typo, then fixed: the route goes and comes back while a
+    WebSocket holds the guest. The held waker is kept, taken back, and the guest is not
+    idle-stopped under the open connection."""
+    inventory, power, clock = Inventory(), FakePower(), FakeClock()
+    publish(inventory, guest(101, "wiki", status="running"))
+    wiki = route("wiki", timeout=10)
+    mgr = manager([wiki], inventory, power, clock)
+    await mgr.start()
+    gate = waker(mgr, wiki)
+    with gate.hold():
+        mgr.update([])
+        checks = mgr.stats.wakes_started  # unchanged below: nothing is woken either
+        await wait_for(lambda: gate in mgr._retired, 5, "the waker retired")
+        clock.advance(60)
+        mgr.update([wiki])
+        assert mgr.gate_for(wiki) is gate
+        busy = gate.busy_checks
+        clock.advance(3600)
+        await wait_for(lambda: gate.busy_checks >= busy + 3, 5, "three idle rounds, held")
+    assert power.actions(101) == []
+    assert mgr.stats.wakes_started == checks
+    await mgr.stop()

@@ -24,7 +24,7 @@ from ...integrations.traefik import dumps, render_traefik
 from ...wake.contract import AlwaysReady, Gate
 from ..auth import ANONYMOUS
 from ..context import PRINCIPAL, ApiContext
-from ..principal import principal_of
+from ..principal import principal_of, require_loopback_host
 from ..problems import bad_request
 from ._common import context, require
 
@@ -35,7 +35,9 @@ _ALWAYS_READY = AlwaysReady()
 
 def _authorise(request: web.Request) -> ApiContext:
     ctx = context(request)
-    if ctx.config.integrations.public and ctx.loopback_listener:
+    public = ctx.config.integrations.public and ctx.loopback_listener
+    if public and "Authorization" not in request.headers:
+        require_loopback_host(request)
         request[PRINCIPAL] = ANONYMOUS
         return ctx
     # The edge's own check (401 without a valid token), then the scope (403, audited).
