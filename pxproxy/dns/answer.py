@@ -1,7 +1,7 @@
 """A parsed query in, a response out: no sockets here (server.py and wire.py hold those).
 
 - Names in the zone (zone.py says which) answer A/AAAA with their guest's current addresses;
-  `_<port>._tcp.<name>` answers SRV (priority 0, weight 0, the port, target `<name>.<zone>.`)
+  `_<port>._tcp.<name>` answers SRV (priority 0, weight 1, the port, target `<name>.<zone>.`)
   with the target's A/AAAA in the additional section. ANY answers what A, AAAA (and SOA, NS at
   the apex, PTR at a reverse name) would: a few records, not a zone dump.
 - Parked guest (an idle-watched route of it whose gate is not ready): its names answer the proxy
@@ -72,8 +72,13 @@ def _name_rdata(
     return kind(IN, rdtype, target)
 
 
+# Not 0: HAProxy's server-template takes an SRV weight as its server's weight, and a server of
+# weight 0 is never chosen ("no server available").
+SRV_WEIGHT = 1
+
+
 def _srv(port: int, target: dns.name.Name) -> dns.rdata.Rdata:
-    return SRV(IN, _SRV, 0, 0, port, target)  # type: ignore[no-untyped-call]
+    return SRV(IN, _SRV, 0, SRV_WEIGHT, port, target)  # type: ignore[no-untyped-call]
 
 
 def _soa_rdata(origin: dns.name.Name, serial: int, minimum: int) -> dns.rdata.Rdata:

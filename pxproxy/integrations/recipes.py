@@ -191,10 +191,11 @@ def _traefik(config: Config, origin: str, listen: str, poll_interval: str) -> st
         "metrics:",
         "  prometheus:",
         "    entryPoint: metrics",
-        "    # Per-service requests and open connections: `activity: {source: traefik}`.",
+        "    # Per-service requests: `activity: {source: traefik}`. Nothing else is read, and",
+        "    # every labelled series costs CPU on each request.",
         "    addServicesLabels: true",
-        "    addRoutersLabels: true",
-        "    addEntryPointsLabels: true",
+        "    addRoutersLabels: false",
+        "    addEntryPointsLabels: false",
     ]
     if not opts.metrics_url:
         lines += [
@@ -412,6 +413,9 @@ def _haproxy(
         "    timeout client 300s",
         "    timeout server 300s",
         "    timeout tunnel 1h",
+        "    # A connection that fails (the guest moved, or just went to sleep) is retried on",
+        "    # the server's current address, which DNS may have changed meanwhile.",
+        "    option redispatch 1",
         "",
         "frontend pxproxy-http",
         f"    bind {listen}",

@@ -227,7 +227,7 @@ def test_an_ambiguous_name_does_not_hide_the_guest_alias() -> None:
 def test_srv_answers_the_port_with_the_target_address() -> None:
     response = ask(wiki_and_friends(), "_8080._tcp.Wiki.pve.internal", "SRV")
     assert records(response.answer) == [
-        "_8080._tcp.Wiki.pve.internal. SRV 0 0 8080 Wiki.pve.internal."
+        "_8080._tcp.Wiki.pve.internal. SRV 0 1 8080 Wiki.pve.internal."
     ]
     assert records(response.additional) == [
         "Wiki.pve.internal. A 10.0.0.5",
@@ -300,7 +300,7 @@ def test_a_parked_guest_answers_the_proxy_address(state: WakeState) -> None:
     assert answers(source, "docs.pve.internal") == ["docs.pve.internal. A 127.0.0.1"]
     assert answers(source, "wiki.pve.internal", "AAAA") == []  # the proxy is IPv4 only
     srv = ask(source, "_80._tcp.wiki.pve.internal", "SRV")
-    assert records(srv.answer) == ["_80._tcp.wiki.pve.internal. SRV 0 0 8080 wiki.pve.internal."]
+    assert records(srv.answer) == ["_80._tcp.wiki.pve.internal. SRV 0 1 8080 wiki.pve.internal."]
     assert records(srv.additional) == ["wiki.pve.internal. A 127.0.0.1"]
     # Guests with no idle route keep their own addresses.
     assert answers(source, "db.pve.internal") == ["db.pve.internal. A 10.0.0.6"]
@@ -327,14 +327,14 @@ def test_a_parked_tcp_route_answers_its_bound_port() -> None:
     source = wiki_and_friends()
     source.states["mc"] = WakeState.ASLEEP
     mc = records(ask(source, "_25565._tcp.mc.pve.internal", "SRV").answer)
-    assert mc == ["_25565._tcp.mc.pve.internal. SRV 0 0 35565 mc.pve.internal."]
+    assert mc == ["_25565._tcp.mc.pve.internal. SRV 0 1 35565 mc.pve.internal."]
     # Its HTTP port has no TCP route: the proxy listener's port.
     web = records(ask(source, "_8123._tcp.mc.pve.internal", "SRV").answer)
-    assert web == ["_8123._tcp.mc.pve.internal. SRV 0 0 8080 mc.pve.internal."]
+    assert web == ["_8123._tcp.mc.pve.internal. SRV 0 1 8080 mc.pve.internal."]
     # Ready again: its own port.
     source.states["mc"] = WakeState.READY
     mc = records(ask(source, "_25565._tcp.mc.pve.internal", "SRV").answer)
-    assert mc == ["_25565._tcp.mc.pve.internal. SRV 0 0 25565 mc.pve.internal."]
+    assert mc == ["_25565._tcp.mc.pve.internal. SRV 0 1 25565 mc.pve.internal."]
 
 
 def test_a_parked_guest_behind_an_ipv6_proxy_answers_aaaa() -> None:
@@ -351,7 +351,7 @@ def test_a_parked_guest_behind_a_proxy_named_by_host_name_answers_no_address() -
     source.states["wiki"] = WakeState.ASLEEP
     assert answers(source, "wiki.pve.internal", "ANY") == []
     srv = records(ask(source, "_80._tcp.wiki.pve.internal", "SRV").answer)
-    assert srv == ["_80._tcp.wiki.pve.internal. SRV 0 0 8080 wiki.pve.internal."]
+    assert srv == ["_80._tcp.wiki.pve.internal. SRV 0 1 8080 wiki.pve.internal."]
 
 
 def test_without_a_proxy_listener_a_tcp_route_stands_in() -> None:
@@ -360,7 +360,7 @@ def test_without_a_proxy_listener_a_tcp_route_stands_in() -> None:
     source.states["mc"] = source.states["wiki"] = WakeState.ASLEEP
     assert answers(source, "mc.pve.internal") == ["mc.pve.internal. A 127.0.0.2"]
     mc = records(ask(source, "_8123._tcp.mc.pve.internal", "SRV").answer)
-    assert mc == ["_8123._tcp.mc.pve.internal. SRV 0 0 35565 mc.pve.internal."]
+    assert mc == ["_8123._tcp.mc.pve.internal. SRV 0 1 35565 mc.pve.internal."]
     # wiki has no TCP route: nothing of pxproxy's can be reached, so its own address.
     assert answers(source, "wiki.pve.internal") == ["wiki.pve.internal. A 10.0.0.5"]
 

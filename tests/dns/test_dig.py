@@ -81,7 +81,7 @@ async def test_addresses(responder: DnsResponder, transport: str) -> None:
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_srv_and_ptr(responder: DnsResponder, transport: str) -> None:
     srv = await dig(responder, transport, "_8080._tcp.wiki.pve.internal", "SRV")
-    assert re.search(r"IN\s+SRV\s+0 0 8080 wiki\.pve\.internal\.$", srv, re.M), srv
+    assert re.search(r"IN\s+SRV\s+0 1 8080 wiki\.pve\.internal\.$", srv, re.M), srv
     assert re.search(r"^wiki\.pve\.internal\.\s+2\s+IN\s+A\s+10\.0\.0\.5$", srv, re.M), srv
     assert await short(responder, transport, "-x", "10.0.0.5") == ["wiki.pve.internal."]
     assert await short(responder, transport, "-x", "fd00::5") == ["wiki.pve.internal."]
@@ -109,13 +109,13 @@ async def test_parked_guest_answers_pxproxy(
     assert await short(responder, transport, "wiki.pve.internal") == ["127.0.0.1"]
     assert await short(responder, transport, "_80._tcp.wiki.pve.internal", "SRV") == [
         "0",
-        "0",
+        "1",
         "8080",
         "wiki.pve.internal.",
     ]
     assert await short(responder, transport, "_25565._tcp.mc.pve.internal", "SRV") == [
         "0",
-        "0",
+        "1",
         "35565",
         "mc.pve.internal.",
     ]

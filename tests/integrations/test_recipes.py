@@ -59,7 +59,9 @@ def test_traefik_static_side_polls_the_api_with_the_token_placeholder() -> None:
     assert static["entryPoints"]["web"] == {"address": "127.0.0.1:9080"}
     assert static["entryPoints"]["tcp-25565"] == {"address": ":25565"}
     prometheus = static["metrics"]["prometheus"]
-    assert prometheus["addServicesLabels"] is True
+    # Only the per-service series are read; the others would only cost CPU per request.
+    assert (prometheus["addServicesLabels"], prometheus["addRoutersLabels"]) == (True, False)
+    assert prometheus["addEntryPointsLabels"] is False
     assert static["entryPoints"][prometheus["entryPoint"]] == {"address": "127.0.0.1:8082"}
     assert "the token `edge`" in text
     assert "metrics_url: http://127.0.0.1:8082/metrics" in text
@@ -130,6 +132,8 @@ def test_haproxy_server_templates_by_srv() -> None:
     )
     assert "-m end .git.example.com" in text
     assert "path_beg /v1" in text
+    # A request caught by an address change is retried on the new address, not the old.
+    assert "    option redispatch 1\n" in text
 
 
 def test_the_live_proxy_endpoint_is_used_when_given() -> None:
