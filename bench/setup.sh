@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Installs what the benchmarks use besides the Python test dependencies: wrk (HTTP load),
-# nginx (the proxy to compare against) and curl.
+# Installs what the benchmarks use besides the Python test dependencies (which bring Traefik
+# and Caddy): wrk (HTTP load), nginx and HAProxy (the proxies to compare and to run the
+# companion recipes), dnsperf (DNS load) and curl.
 set -euo pipefail
 missing=()
-for tool in wrk nginx curl; do
+for tool in wrk nginx haproxy dnsperf curl; do
     command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if ((${#missing[@]})); then

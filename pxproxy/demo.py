@@ -181,6 +181,11 @@ def instructions(
             f"  {', '.join(route.host or ())} -> {route.guest}:{route.port}"
             + (f"  (idle-watch, {route.idle.timeout:g}s)" if route.idle else "")
         )
+    if notes_guest is not None:
+        lines.append(
+            f"  notes-{notes_guest.name}.{DEMO_DOMAIN} -> {notes_guest.name}:"
+            f"{notes_guest.ports[0]}  (declared in {notes_guest.name}'s Proxmox notes)"
+        )
     lines += [
         "",
         f"The daemon's log follows, its lines marked {DEMO_LOG_PREFIX.strip()}:"

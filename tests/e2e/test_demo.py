@@ -60,6 +60,8 @@ async def test_demo_prints_instructions_that_work() -> None:
         f"127.0.0.1:{proxy_port}",
         "--token",
         "demo-token-0123456789",
+        "--dns",
+        "127.0.0.1:0",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
@@ -120,6 +122,7 @@ async def test_demo_prints_instructions_that_work() -> None:
         assert output.endswith("[exit status 0]\n")
         status, body = await get(f"http://127.0.0.1:{api_port}/health")
         assert '"status":"ok"' in body
+        await _companion_lines_work(text, proxy_port)
     finally:
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(20):
@@ -209,3 +212,31 @@ async def test_lab_scenario_errors_name_the_problem(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "guests[0]" in err.decode()
     assert "colour" in err.decode()
+
+
+async def _companion_lines_work(text: str, proxy_port: int) -> None:
+    """The dig lines answer (the real dig), the discovery URLs answer, and the route the
+    demo's guest declares in its notes is served."""
+    digs = re.findall(r"^  (dig @127\.0\.0\.1 -p \d+ (\S+))\s+# ([^\n]+)$", text, re.M)
+    assert len(digs) == 2, text
+    for line, name, _ in digs:
+        proc = await asyncio.create_subprocess_exec(
+            *line.split()[:4], "+short", name, stdout=asyncio.subprocess.PIPE
+        )
+        out, _ = await proc.communicate()
+        assert re.fullmatch(r"127\.\d+\.\d+\.\d+\n", out.decode()), (line, out)
+    # Asleep: pxproxy's proxy address; awake: the guest's own.
+    assert "asleep" in digs[1][2]
+    for url in re.findall(r'-H "[^"]+" (\S+/integrations/\S+)\s', text):
+        status, body = await get(url, "demo-token-0123456789")
+        assert status == 200, (url, body)
+    notes = re.search(r"^  (notes-(\S+)\.demo\.localhost) -> ", text, re.M)
+    assert notes is not None, text
+    host, name = notes.group(1), notes.group(2)
+    async with asyncio.timeout(30):
+        while True:  # the notes are read after the first poll
+            status, body = await get_host(f"http://127.0.0.1:{proxy_port}/", host)
+            if status == 200:
+                break
+            await asyncio.sleep(0.2)
+    assert body.split(" ")[0] == name
