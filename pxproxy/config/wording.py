@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, BeforeValidator, SecretStr, ValidationError
@@ -75,7 +75,8 @@ def _is_secret(field: FieldInfo | None) -> bool:
     return field is not None and any(t is SecretStr for t in unwrap(field.annotation))
 
 
-def _kind(value: object) -> str:
+def value_kind(value: object) -> str:
+    """How a problem names what it found instead: "a list", "text", "empty"..."""
     if value is None:
         return "empty"
     if isinstance(value, bool):
@@ -86,7 +87,7 @@ def _kind(value: object) -> str:
         return "text"
     if isinstance(value, list | tuple):
         return "a list"
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return "a mapping"
     return type(value).__name__
 
@@ -140,9 +141,9 @@ def _message(item: ErrorDetails, target: _Target, loc: Loc) -> str:
     if kind in ("tuple_type", "list_type", "set_type", "frozen_set_type"):
         return _list_example(value, field)
     if kind in ("dict_type", "model_type", "model_attributes_type", "mapping_type"):
-        return f"must be a mapping (key: value lines, or {{key: value}}), not {_kind(value)}"
+        return f"must be a mapping (key: value lines, or {{key: value}}), not {value_kind(value)}"
     if kind == "string_type":
-        return f"must be text, not {_kind(value)}"
+        return f"must be text, not {value_kind(value)}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return "must be a whole number" + ("" if secret else _got(value))
     if kind in ("float_type", "float_parsing", "finite_number"):
@@ -179,7 +180,7 @@ def _message(item: ErrorDetails, target: _Target, loc: Loc) -> str:
 
 def _got(value: object) -> str:
     shown = _shown(value)
-    return f", not {shown}" if shown is not None else f", not {_kind(value)}"
+    return f", not {shown}" if shown is not None else f", not {value_kind(value)}"
 
 
 def _location(item: ErrorDetails) -> Loc:

@@ -34,7 +34,7 @@ from ..config.models import Config, RouteConfig
 from ..config.problems import Loc, Problem, key_path
 from ..config.raw_view import RawSection
 from ..config.semantics import duration_problems, host_problems
-from ..config.wording import describe_errors
+from ..config.wording import describe_errors, value_kind
 from .notes_yaml import UnsafeYamlError, load_notes_yaml
 
 # Proxmox's API takes at most 8192 characters of description; a hand-edited config may hold
@@ -229,7 +229,9 @@ def _entries(body: object) -> list[tuple[Loc, dict[str, object]]]:
             f"{_TOP_KEY}: empty; give routes: [...] or one route's keys (host, port, ...)"
         )
     if not isinstance(body, Mapping):
-        raise NotesError(f"{_TOP_KEY}: must be a mapping (key: value lines), not {_kind(body)}")
+        raise NotesError(
+            f"{_TOP_KEY}: must be a mapping (key: value lines), not {value_kind(body)}"
+        )
     if "routes" not in body:
         return [(top, _mapping(top, body))]
     others = [k for k in body if k != "routes"]
@@ -243,7 +245,7 @@ def _entries(body: object) -> list[tuple[Loc, dict[str, object]]]:
     if not isinstance(items, list):
         raise NotesError(
             f"{key_path(loc)}: must be a list of routes (a '- host: ...' entry each), "
-            f"not {_kind(items)}"
+            f"not {value_kind(items)}"
         )
     if len(items) > MAX_ROUTES:
         raise NotesError(
@@ -256,7 +258,7 @@ def _mapping(loc: Loc, value: object) -> dict[str, object]:
     if not isinstance(value, Mapping):
         raise NotesError(
             f"{key_path(loc)}: must be a mapping (key: value lines, or {{key: value}}), "
-            f"not {_kind(value)}"
+            f"not {value_kind(value)}"
         )
     for key in value:
         if not isinstance(key, str):
@@ -307,19 +309,3 @@ def _summary(problems: Sequence[Problem]) -> str:
 def _key(key: object) -> str:
     text = key if isinstance(key, str) else repr(key)
     return text if len(text) <= 60 else text[:59] + "…"
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "empty"
-    if isinstance(value, bool):
-        return "true/false"
-    if isinstance(value, int | float):
-        return "a number"
-    if isinstance(value, str):
-        return "text"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, Mapping):
-        return "a mapping"
-    return type(value).__name__
