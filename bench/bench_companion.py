@@ -64,6 +64,11 @@ class Pair:
     kind: Kind
     recipe: RealProxy
     static: RealProxy
+    label: str = ""  # how the rows name it (default: the kind)
+
+    @property
+    def name(self) -> str:
+        return self.label or self.kind
 
 
 def _cpu_ticks(pid: int) -> int:
@@ -193,27 +198,36 @@ async def stack(tmp: Path) -> AsyncIterator[tuple[LabCluster, dict[str, int], Pa
 
 @contextlib.asynccontextmanager
 async def pair(
-    kind: Kind, tmp: Path, config_path: Path, ports: dict[str, int]
+    kind: Kind, tmp: Path, config_path: Path, ports: dict[str, int], *, metrics: bool = True
 ) -> AsyncIterator[Pair]:
+    config = load_config(str(config_path))
+    if not metrics:
+        # The recipe as printed when no route reads Traefik's metrics: no metrics at all.
+        traefik = config.integrations.traefik.model_copy(update={"metrics_url": None})
+        integrations = config.integrations.model_copy(update={"traefik": traefik})
+        config = config.model_copy(update={"integrations": integrations})
     text = recipe(
         kind,
-        load_config(str(config_path)),
+        config,
         config_path=str(config_path),
         listen=f"127.0.0.1:{(rp := free_port())}",
         poll_interval="1s",
     )
     sp = free_port()
+    label = kind if metrics else f"{kind} (no metrics)"
+    where = tmp / label.replace(" ", "-").replace("(", "").replace(")", "")
+    static_dir = where.with_name(f"{where.name}-static")
     baseline = static_config(
-        kind, READY_HOST, f"{guest_ip(READY)}:8080", f"127.0.0.1:{sp}", tmp / f"{kind}-static"
+        kind, READY_HOST, f"{guest_ip(READY)}:8080", f"127.0.0.1:{sp}", static_dir
     )
-    extra = (ports["metrics"],) if kind == "traefik" else ()
+    extra = (ports["metrics"],) if kind == "traefik" and metrics else ()
     async with (
-        running_proxy(kind, text, tmp / kind, rp, token=TOKEN, extra_ports=extra) as r,
-        running_proxy(kind, baseline, tmp / f"{kind}-static", sp) as s,
+        running_proxy(kind, text, where, rp, token=TOKEN, extra_ports=extra) as r,
+        running_proxy(kind, baseline, static_dir, sp) as s,
     ):
         await _until(r.url, READY_HOST)
         await _until(s.url, READY_HOST)
-        yield Pair(kind, r, s)
+        yield Pair(kind, r, s, "" if metrics else label)
 
 
 async def _measure(proxy: RealProxy, connections: int) -> tuple[float, float]:
@@ -243,9 +257,9 @@ async def cost(pairs: list[Pair], direct: str, api: str) -> None:
                 for variant, proxy in variants if rnd % 2 == 0 else variants[::-1]:
                     r, us = await _measure(proxy, c)
                     got[variant] = r
-                    rps.setdefault((p.kind, variant, c), []).append(r)
-                    cpu.setdefault((p.kind, variant, c), []).append(us)
-                ratios.setdefault((p.kind, c), []).append(got["recipe"] / got["static"])
+                    rps.setdefault((p.name, variant, c), []).append(r)
+                    cpu.setdefault((p.name, variant, c), []).append(us)
+                ratios.setdefault((p.name, c), []).append(got["recipe"] / got["static"])
     through_pxproxy = await proxied_by_pxproxy(api, READY_HOST) - through_pxproxy
     print(f"cost on a ready guest: wrk keep-alive, {SECONDS}s, {ROUNDS} paired rounds, medians")
     row("requests pxproxy's proxy served meanwhile", f"{through_pxproxy:.0f}", "want 0")
@@ -253,16 +267,16 @@ async def cost(pairs: list[Pair], direct: str, api: str) -> None:
         d = statistics.median(direct_rps[c])
         row(f"c{c} guest direct (the upstream's own ceiling)", f"{d:,.0f} req/s")
         for p in pairs:
-            r = statistics.median(rps[(p.kind, "recipe", c)])
-            s = statistics.median(rps[(p.kind, "static", c)])
-            rc = statistics.median(cpu[(p.kind, "recipe", c)])
-            sc = statistics.median(cpu[(p.kind, "static", c)])
-            each = ratios[(p.kind, c)]
+            r = statistics.median(rps[(p.name, "recipe", c)])
+            s = statistics.median(rps[(p.name, "static", c)])
+            rc = statistics.median(cpu[(p.name, "recipe", c)])
+            sc = statistics.median(cpu[(p.name, "static", c)])
+            each = ratios[(p.name, c)]
             cap = "  (upstream is the cap)" if max(r, s) >= 0.9 * d else ""
-            row(f"c{c} {p.kind}: recipe / static req/s", f"{r:,.0f} / {s:,.0f}")
-            row(f"c{c} {p.kind}: CPU us/request recipe / static", f"{rc:.0f} / {sc:.0f}")
+            row(f"c{c} {p.name}: recipe / static req/s", f"{r:,.0f} / {s:,.0f}")
+            row(f"c{c} {p.name}: CPU us/request recipe / static", f"{rc:.0f} / {sc:.0f}")
             row(
-                f"c{c} {p.kind}: ratio recipe / static",
+                f"c{c} {p.name}: ratio recipe / static",
                 f"{statistics.median(each):.3f}",
                 f"goal >= 0.97 (rounds {min(each):.2f}..{max(each):.2f}){cap}",
             )
@@ -340,7 +354,12 @@ async def main() -> None:
             pairs = [await es.enter_async_context(pair(k, tmp, config_path, ports)) for k in KINDS]
             api = f"http://127.0.0.1:{ports['api']}"
             if "--no-cost" not in sys.argv:
-                await cost(pairs, f"http://{guest_ip(READY)}:8080", api)
+                # Traefik twice: with the metrics `activity: {source: traefik}` reads, and as
+                # its recipe is printed when no route reads them.
+                plain = await es.enter_async_context(
+                    pair("traefik", tmp, config_path, ports, metrics=False)
+                )
+                await cost([*pairs, plain], f"http://{guest_ip(READY)}:8080", api)
             await convergence(cluster, pairs, api)
             await wakes(cluster, pairs, ports)
 

@@ -226,10 +226,17 @@ def static_config(kind: Kind, host: str, upstream: str, listen: str, workdir: Pa
         )
     if kind == "nginx":
         return (
-            # As the recipe: no upstream{} keepalive pool (a variable proxy_pass has none).
+            # As the recipe, minus what finds the guest: the same headers a hand-written
+            # route would send, and no upstream{} keepalive pool (a variable proxy_pass has
+            # none either).
+            "map $http_upgrade $static_connection { default upgrade; '' ''; }\n"
             f"server {{\n    listen {listen};\n    server_name {host};\n"
             f"    location / {{\n        proxy_pass http://{upstream};\n"
             "        proxy_http_version 1.1;\n        proxy_set_header Host $host;\n"
+            "        proxy_set_header Upgrade $http_upgrade;\n"
+            "        proxy_set_header Connection $static_connection;\n"
+            "        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
+            "        proxy_set_header X-Forwarded-Proto $scheme;\n"
             "    }\n}\n"
         )
     return (
