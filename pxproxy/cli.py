@@ -121,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--api", default="127.0.0.1:8081", help="API listener (default %(default)s)")
     demo.add_argument("--token", help="API bearer token (default: a random one, printed once)")
-    demo.add_argument("--dns", default="127.0.0.1:5353", help="DNS responder (default %(default)s)")
+    demo.add_argument(
+        "--dns",
+        help="DNS responder (default 127.0.0.1:5353, or a free port when mDNS has 5353)",
+    )
     _add_log_flags(demo, "info")
     demo.set_defaults(func=_cmd_demo)
     lab = sub.add_parser(

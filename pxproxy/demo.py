@@ -7,6 +7,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any, TextIO
@@ -252,10 +253,29 @@ def stopped_summary(lab: LabServer, daemon: Daemon | None, guest_servers: int) -
     return "Stopped: " + "; ".join(parts) + ".\n"
 
 
+DEMO_DNS = "127.0.0.1:5353"
+
+
+def dns_address(requested: str | None) -> str:
+    """The DNS responder's address: as asked, else 5353 when it is free, else a free port
+    (avahi-daemon, on many desktops, holds 5353 for mDNS on every address)."""
+    if requested is not None:
+        return requested
+    host, port = split_address(DEMO_DNS)
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind((host, port))
+            except OSError:
+                return f"{host}:0"
+    return DEMO_DNS
+
+
 async def run_demo(
-    proxy: str, api: str, token: str | None, out: TextIO, dns: str = "127.0.0.1:5353"
+    proxy: str, api: str, token: str | None, out: TextIO, dns: str | None = None
 ) -> None:
     token = token or secrets.token_urlsafe(24)
+    dns = dns_address(dns)
     lab = LabServer(LabCluster.default(guests=8, nodes=2, boot_time_s=2.0), port=0)
     notes_guest = declare_notes_route(lab)
     stop = asyncio.Event()
