@@ -107,6 +107,7 @@ class Daemon:
         self._listen_errors: tuple[str, ...] = ()  # listeners of the route set not bound
         self._restart_needed: tuple[str, ...] = ()  # changed in the file, kept until a restart
         self._dns_error: str | None = None  # new DNS settings that could not be bound
+        self._dns_settings: DnsConfig | None = None  # those of the running responder
         self._route_kick = asyncio.Event()
         self._route_task: asyncio.Task[None] | None = None
         self._watch: ConfigWatch | None = None
@@ -344,27 +345,32 @@ class Daemon:
                 raise
             log.error("%s", exc)
             return str(exc)
-        self.dns = responder
+        self.dns, self._dns_settings = responder, settings
         for host, port in responder.bound:
             shown = f"[{host}]" if ":" in host else host
             log.info("pxproxy DNS listening on %s:%s (zone %s)", shown, port, settings.zone)
         return None
 
-    async def _restart_dns(self, old: DnsConfig | None) -> None:
-        """New DNS settings from a reload. The old responder frees its port first (the new
-        one may want it); if the new one cannot bind, the old one comes back, and /health
-        says so until a later reload binds the new address."""
+    async def _restart_dns(self) -> None:
+        """The config's DNS settings, when they are not what runs (a reload changed them,
+        or an earlier change could not bind). The running responder frees its port first
+        (the new one may want it); if the new one cannot bind, the running settings come
+        back, and /health says so until a reload (a SIGHUP will do) binds the new ones."""
+        wanted, running = self.config.dns, self._dns_settings
+        if wanted == running and self._dns_error is None:
+            return
         await self._stop_dns()
-        error = await self._start_dns(self.config.dns)
+        error = await self._start_dns(wanted)
         self._dns_error = None
         if error is None:
             return
-        if old is not None and await self._start_dns(old) is None:
+        if running is not None and await self._start_dns(running) is None:
             error += "; the DNS responder stays on its old settings"
         self._dns_error = error
+        self.routes.reserved = _own_ports(self.config, self._dns_settings)
 
     async def _stop_dns(self) -> None:
-        responder, self.dns = self.dns, None
+        responder, self.dns, self._dns_settings = self.dns, None, None
         if responder is not None:
             await responder.close()
 
@@ -448,17 +454,16 @@ class Daemon:
                     ", ".join(change.restart),
                 )
             if not change.changed:
+                # A DNS change that could not bind before is tried again.
+                await self._restart_dns()
                 log.info("config reload: nothing to apply")
                 return True
-            old_dns = self.config.dns
-            dns_changed = change.config.dns != old_dns
             self._apply_config(change.config)
             if "log_level" in change.changed:
                 # Only when the file's level changed: a reload of anything else must not undo
                 # `--log-level` (set on the root logger at start, as here).
                 logging.getLogger().setLevel(change.config.log_level.upper())
-            if dns_changed:
-                await self._restart_dns(old_dns)
+            await self._restart_dns()
             await self._apply_routes()
             self.reloads += 1
             log.info(
@@ -468,7 +473,7 @@ class Daemon:
 
     def _apply_config(self, config: Config) -> None:
         self.config = config
-        self.routes.reserved = _own_ports(config)
+        self.routes.reserved = _own_ports(config, self._dns_settings)
         self.routes.policy = config.notes
         for cluster in self.services.clusters:
             cluster.poller.set_extra_aliases(alias_sources(config))
@@ -554,12 +559,18 @@ class Daemon:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal, sig)
+        # A SIGHUP during the start is remembered (its default would end the process).
+        hup = asyncio.Event()
+        loop.add_signal_handler(signal.SIGHUP, hup.set)
         try:
             # Inside the try: a start that fails (a port in use, a config error found late)
             # still stops what it started, so no session or task is left behind.
             await self.start()
-            # Only now: a reload must not race the listeners start() opens.
+            # Only now: a reload must not race the listeners start() opens. One that came
+            # during the start runs now.
             loop.add_signal_handler(signal.SIGHUP, self._reload_soon)
+            if hup.is_set():
+                self._reload_soon()
             await stop.wait()
             log.info(
                 "shutting down: streams end now, requests in flight get %gs",
@@ -608,13 +619,15 @@ def _origin(route: Route) -> str:
     return "config" if route.owner is None else f"notes of {route.owner}"
 
 
-def _own_ports(config: Config) -> dict[int, str]:
-    """pxproxy's own listening ports, which no guest's notes may take for a TCP route."""
+def _own_ports(config: Config, dns_running: DnsConfig | None = None) -> dict[int, str]:
+    """pxproxy's own listening ports, which no guest's notes may take for a TCP route (the
+    DNS responder's as configured, and as running when an unbindable change kept it)."""
     ports = {
         split_address(config.listen.api)[1]: "pxproxy's API listener",
         split_address(config.listen.proxy)[1]: "pxproxy's proxy listener",
     }
-    if config.dns is not None:
-        ports[split_address(config.dns.listen)[1]] = "pxproxy's DNS responder"
+    for dns in (config.dns, dns_running):
+        if dns is not None:
+            ports[split_address(dns.listen)[1]] = "pxproxy's DNS responder"
     ports.pop(0, None)  # port 0: the kernel picks one, nothing to claim
     return ports

@@ -112,6 +112,18 @@ def _refusal(route: RouteConfig, policy: NotesPolicy, wildcards: Mapping[str, st
     return None
 
 
+def _nested(route: RouteConfig, guest: str, theirs: Mapping[str, tuple[str, str]]) -> str | None:
+    """A declared wildcard inside, or around, another guest's declared wildcard."""
+    for host in route.host or ():
+        if not host.startswith("*."):
+            continue
+        suffix = host.rstrip(".").lower()[2:]
+        for other, (owner, who) in theirs.items():
+            if owner != guest and (suffix.endswith("." + other) or other.endswith("." + suffix)):
+                return f"host {host} overlaps *.{other} of {who}"
+    return None
+
+
 def merge(
     config_routes: Sequence[RouteConfig],
     declared: Iterable[Declared],
@@ -142,11 +154,14 @@ def merge(
     entries = sorted(declared, key=lambda d: _guest_order(d.guest))
     if not policy.enabled:
         entries = []
+    # Wildcards guests declared so far: suffix -> (guest, who). Traefik ranks every declared
+    # wildcard alike (below your own routers), so two guests' nested wildcards would tie.
+    theirs: dict[str, tuple[str, str]] = {}
     for entry in entries:
         if entry.error is not None:
             problems.append(RouteProblem(entry.guest, entry.name, entry.error))
         for config in entry.routes:
-            refused = _refusal(config, policy, wildcards)
+            refused = _refusal(config, policy, wildcards) or _nested(config, entry.guest, theirs)
             if refused is not None:
                 problems.append(
                     RouteProblem(entry.guest, entry.name, f"route {route_name(config)}: {refused}")
@@ -163,8 +178,12 @@ def merge(
                     )
                 )
                 continue
+            who = f"the notes of {entry.name} ({entry.guest})"
             for claim in _claims(config):
-                owners[claim] = f"the notes of {entry.name} ({entry.guest})"
+                owners[claim] = who
+            for host in config.host or ():
+                if host.startswith("*."):
+                    theirs.setdefault(host.rstrip(".").lower()[2:], (entry.guest, who))
             routes.append(Route(config, "notes", entry.guest))
     return RouteSet(tuple(routes), tuple(problems), version)
 

@@ -98,14 +98,11 @@ class WakeManager:
         made: list[Waker] = []
         for key, (ref, settings, first) in plan.items():
             if key not in self._by_ref:
-                revived = self._revive(key, ref)
-                if revived is None:
-                    revived = self._make(ref, settings, first)
-                    made.append(revived)
-                self._by_ref[key] = revived
-        # A new ref naming a guest a waker already owns (`wiki` became `home:101`) merges
-        # into that waker now, before retiring: so it is still needed, and keeps its wake.
-        self._bind_all()
+                waker = self._revive(key, ref) or self._adopt(ref, plan)
+                if waker is None:
+                    waker = self._make(ref, settings, first)
+                    made.append(waker)
+                self._by_ref[key] = waker
         done: set[int] = set()
         for key, (_, settings, first) in plan.items():
             owner = _owner(self._by_ref[key])
@@ -172,24 +169,40 @@ class WakeManager:
             self._unidle.remove(waker)
         self._retired.append(waker)
 
+    def _guest_of(self, ref: str) -> str | None:
+        snapshot = self._inventory.snapshot
+        if not snapshot.clusters:
+            return None
+        found = resolve_guest(snapshot, ref)
+        return None if isinstance(found, str) else guest_key(found.cluster, found.id)
+
     def _revive(self, key: str, ref: str) -> Waker | None:
         """A retired waker of this ref, or of the guest this ref names now (`wiki` became
         `home:101`), routed to again before it was closed: it goes on with its state, so a
         wake it runs is joined rather than begun a second time, and connections it holds
-        keep the guest awake."""
-        guest: str | None = None
-        snapshot = self._inventory.snapshot
-        if snapshot.clusters:
-            found = resolve_guest(snapshot, ref)
-            if not isinstance(found, str):
-                guest = guest_key(found.cluster, found.id)
+        keep the guest awake. It takes the new ref: the guest is whatever that names."""
+        guest = self._guest_of(ref)
         for waker in self._retired:
             if _key(waker.ref) == key or (guest is not None and waker.guest_key == guest):
-                log.info("idle-watch: %s is routed to again", waker.ref)
+                log.info("idle-watch: %s is routed to again, as %s", waker.ref, ref)
                 self._retired.remove(waker)
                 self._wakers.append(waker)
+                waker.ref = ref
                 return waker
         return None
+
+    def _adopt(self, ref: str, plan: Plan) -> Waker | None:
+        """The waker of the guest this new ref names, when the ref it had is routed to no
+        more (`wiki` became `home:101`): it takes the new ref, with its state and any wake
+        in flight, rather than a second waker starting the guest again. From now on it
+        follows what the new ref names (a later `wiki` is another guest)."""
+        guest = self._guest_of(ref)
+        owner = self._by_guest.get(guest) if guest is not None else None
+        if owner is None or owner.merged is not None or _key(owner.ref) in plan:
+            return None  # nobody has it, or its old ref is still routed: merged as usual
+        log.info("idle-watch: %s is now routed to as %s", owner.ref, ref)
+        owner.ref = ref
+        return owner
 
     def _drop_idle(self) -> None:
         """Idle settings off for wakers now only depended on, once nothing is in flight."""

@@ -467,3 +467,44 @@ async def test_a_reload_keeps_the_log_level_unless_the_file_changes_it(
         write(path, settings(lab_server, [web("beta.test", BETA)], log_level="warning"))
         assert await daemon.reload()
         assert logging.getLogger("pxproxy").getEffectiveLevel() == logging.WARNING
+
+
+def _udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_dns_settings_that_cannot_bind_keep_the_running_responder(
+    lab_server: LabServer, tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    """A reload moving DNS to a taken port keeps the responder where it was (and says so in
+    /health); twice in a row too; once the port is free, a SIGHUP-style reload of the same
+    file moves it."""
+    path = tmp_path / "pxproxy.yml"
+    first = _udp_port()
+    dns = {"zone": "pve.internal", "ttl": "1s"}
+    write(path, settings(lab_server, [], dns={**dns, "listen": f"127.0.0.1:{first}"}))
+    session = http
+    async with running(path) as daemon:
+        assert daemon.dns is not None
+        assert daemon.dns.port == first
+        for _ in range(2):  # the second failure must not lose the running responder either
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+                taken.bind(("127.0.0.1", 0))
+                busy = int(taken.getsockname()[1])
+                write(path, settings(lab_server, [], dns={**dns, "listen": f"127.0.0.1:{busy}"}))
+                assert await daemon.reload()
+                assert daemon.dns is not None
+                assert daemon.dns.port == first
+                _, health = await api(session, daemon, "/health")
+                assert health["status"] == "degraded"
+                (error,) = health["config"]["listen_errors"]
+                assert str(busy) in error
+                assert "stays on its old settings" in error
+        # The last port is free now: reloading the unchanged file binds it.
+        assert await daemon.reload()
+        assert daemon.dns is not None
+        assert daemon.dns.port == busy
+        _, health = await api(session, daemon, "/health")
+        assert "listen_errors" not in health.get("config", {})

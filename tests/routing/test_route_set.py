@@ -127,3 +127,20 @@ def test_invalid_notes_keep_the_last_valid_routes_and_report() -> None:
     routes = merge([], [kept])
     assert [r.name for r in routes.routes] == ["wiki.example.com"]
     assert [p.error for p in routes.problems] == ["pxproxy.port: bad"]
+
+
+def test_two_guests_wildcards_may_not_nest() -> None:
+    """Traefik ranks declared wildcards alike, so `*.x.apps.example.com` of one guest inside
+    `*.apps.example.com` of another would be a tie there: the later guest's is refused."""
+    outer = Declared("home:20", "a", (_http("*.apps.example.com", "home:20"),))
+    inner = Declared("home:21", "b", (_http("*.x.apps.example.com", "home:21"),))
+    routes = merge([], [inner, outer])
+    assert [r.owner for r in routes.routes] == ["home:20"]
+    assert "overlaps *.apps.example.com of the notes of a (home:20)" in routes.problems[0].error
+    # One guest's own nested wildcards both lead to it: no tie to worry about.
+    own = Declared(
+        "home:22",
+        "c",
+        (_http("*.b.example.org", "home:22"), _http("*.y.b.example.org", "home:22")),
+    )
+    assert len(merge([], [own]).routes) == 2

@@ -317,3 +317,26 @@ async def test_a_connection_open_across_a_route_gone_and_back_keeps_the_guest_aw
     assert power.actions(101) == []
     assert mgr.stats.wakes_started == checks
     await mgr.stop()
+
+
+async def test_a_route_moved_to_another_ref_follows_that_ref_afterwards() -> None:
+    """`wiki` became `home:101` (the same guest); later VM 101 is renamed and a new VM takes
+    the name `wiki`. The route names VM 101: its wakes start VM 101, not the new `wiki`."""
+    inventory, power, clock = Inventory(), FakePower(), FakeClock()
+    publish(inventory, guest(101, "wiki"))
+    by_name = route("wiki")
+    mgr = manager([by_name], inventory, power, clock)
+    await mgr.start()
+    gate = waker(mgr, by_name)
+    by_id = route("home:101")
+    mgr.update([by_id])
+    assert mgr.gate_for(by_id) is gate  # the same waker, now under the new ref
+    assert gate.ref == "home:101"
+    publish(inventory, guest(101, "old-wiki"), guest(102, "wiki"))
+    waiter = asyncio.create_task(mgr.gate_for(by_id).ready())
+    await wait_for(lambda: bool(power.calls), 5, "the start call")
+    publish(inventory, guest(101, "old-wiki", status="running"), guest(102, "wiki"))
+    async with asyncio.timeout(5):
+        await waiter
+    assert power.calls == [("start", 101)]
+    await mgr.stop()
