@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from .durations import parse_duration
+from .addresses import check_address
+from .durations import Seconds
 from .listen_marker import TCP, UDP
 
 _LABEL_RE = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
@@ -17,10 +18,6 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_@.-]{0,127}$")
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _seconds(value: object) -> float:
-    return parse_duration(value)
 
 
 def _check_zone(value: str) -> str:
@@ -32,10 +29,11 @@ def _check_zone(value: str) -> str:
 
 
 def _check_address(value: str) -> str:
-    # The same "host:port" form as every listener (config/models.py checks it in full for
-    # listeners; this module cannot import it without a cycle, so it repeats the shape check).
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # The listeners' form, with a host always written: these are not bind-everything
+    # listeners (dns.listen) or are what other proxies connect to (proxy_address).
+    check_address(value)
+    host, _, _ = value.strip().rpartition(":")
+    if not host:
         raise ValueError(f"{value!r} is not host:port")
     return value
 
@@ -61,17 +59,10 @@ class DnsConfig(_Strict):
 
     listen: DnsListen = "127.0.0.1:5353"
     zone: Annotated[str, AfterValidator(_check_zone)] = "pve.internal"
-    ttl: Annotated[float, Field(ge=0, le=86400)] = 2.0
+    ttl: Annotated[Seconds, Field(ge=0, le=86400)] = 2.0
     # Route hosts that fall inside the zone are answered too (as the route's guest).
     route_hosts: bool = True
     rate_limit: DnsRateLimit = DnsRateLimit()
-
-    @model_validator(mode="before")
-    @classmethod
-    def _durations(cls, data: object) -> object:
-        if isinstance(data, dict) and "ttl" in data:
-            return {**data, "ttl": _seconds(data["ttl"])}
-        return data
 
 
 class TraefikTls(_Strict):
@@ -90,14 +81,7 @@ class TraefikOptions(_Strict):
     tcp_entrypoints: dict[int, Name] = {}
     # Traefik's Prometheus endpoint, for routes with `activity: {source: traefik}`.
     metrics_url: str | None = None
-    metrics_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
-
-    @model_validator(mode="before")
-    @classmethod
-    def _durations(cls, data: object) -> object:
-        if isinstance(data, dict) and "metrics_interval" in data:
-            return {**data, "metrics_interval": _seconds(data["metrics_interval"])}
-        return data
+    metrics_interval: Annotated[Seconds, Field(gt=0, le=3600)] = 5.0
 
 
 class IntegrationsConfig(_Strict):

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import re
 from fractions import Fraction
+from typing import Annotated
+
+from pydantic import BeforeValidator
 
 # Largest unit first; parts must follow this order, which catches typos like "5m3h".
 _UNITS: dict[str, Fraction] = {
@@ -98,3 +101,7 @@ def format_duration(seconds: float) -> str:
         if count:
             parts.append(f"{count}{unit}")
     return "".join(parts)
+
+
+# A config field in seconds, written as a number or a duration string.
+Seconds = Annotated[float, BeforeValidator(parse_duration)]

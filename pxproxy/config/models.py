@@ -17,14 +17,14 @@ from pydantic import (
     model_validator,
 )
 
+from .addresses import check_address
+from .addresses import split_address as split_address  # re-exported: models is where callers look
 from .allowlists import check_guest_entry, check_path_prefix
 from .companion import ActivityConfig, DnsConfig, IntegrationsConfig, NotesPolicy
-from .durations import parse_duration
+from .durations import Seconds
 from .listen_marker import TCP as TCP_LISTENER
 from .node_names import check_node_alias, check_node_key
 from .urls import check_cluster_url
-
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
 _FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
 _TOKEN_ID_RE = re.compile(r"^[^\s@!]+@[A-Za-z0-9._-]+![A-Za-z][A-Za-z0-9._-]*$")
@@ -52,30 +52,8 @@ class TlsConfig(Strict):
     fingerprint: Annotated[str | None, AfterValidator(_normalise_fingerprint)] = None
 
 
-def _address(value: str) -> tuple[str, int]:
-    """Split "host:port" / "[v6]:port"."""
-    text = value.strip()
-    if text.startswith("["):
-        host, sep, port = text[1:].partition("]:")
-    else:
-        host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"{value!r} is not an address like 127.0.0.1:8081 or [::1]:8081")
-    return host or "0.0.0.0", int(port)
-
-
-def _check_address(value: str) -> str:
-    _address(value)
-    return value
-
-
 # Listener(...) lets the clash check (config/listener_clashes.py) find every listening address.
-ListenAddress = Annotated[str, AfterValidator(_check_address), TCP_LISTENER]
-
-
-def split_address(value: str) -> tuple[str, int]:
-    """Host and port of a validated listen address."""
-    return _address(value)
+ListenAddress = Annotated[str, AfterValidator(check_address), TCP_LISTENER]
 
 
 def is_loopback_host(host: str) -> bool:
