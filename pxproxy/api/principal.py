@@ -4,10 +4,9 @@ request whether they are open (the integrations, with `integrations.public`)."""
 
 from __future__ import annotations
 
-import ipaddress
-
 from aiohttp import web
 
+from ..config.models import is_loopback_host
 from .auth import ANONYMOUS, Principal, TokenAuthority
 from .problems import ApiError
 
@@ -55,9 +54,4 @@ def is_loopback_name(host_header: str) -> bool:
     elif host.count(":") == 1:
         host = host.split(":", 1)[0]
     host = host.rstrip(".").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+    return host.endswith(".localhost") or is_loopback_host(host)

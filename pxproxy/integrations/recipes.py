@@ -24,9 +24,10 @@ from typing import Literal, get_args
 from urllib.parse import urlsplit
 
 from ..config.companion import DnsConfig
-from ..config.models import Config, RouteConfig, split_address
+from ..config.models import Config, RouteConfig, is_loopback_host, split_address
 from ..routing.endpoints import ProxyEndpoints, endpoints_for, reachable
 from ..routing.route_set import route_name
+from .addresses import url_host
 from .names import route_slug
 
 RecipeKind = Literal["traefik", "caddy", "nginx", "haproxy"]
@@ -116,7 +117,7 @@ def _host_port(address: str) -> tuple[str, int]:
 
 
 def _join(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return f"{url_host(host)}:{port}"
 
 
 def _seconds(value: float) -> str:
@@ -155,7 +156,7 @@ def _traefik(config: Config, origin: str, listen: str, poll_interval: str) -> st
         "# guest while it is awake and at pxproxy's proxy listener while it sleeps (pxproxy",
         "# wakes it). Guest-declared routes appear there by themselves.",
     ]
-    public = config.integrations.public and _is_loopback(api_host)
+    public = config.integrations.public and is_loopback_host(api_host)
     if not public:
         names = [t.name for t in config.api.tokens if "read" in t.scopes]
         which = f" (e.g. the token `{names[0]}`)" if names else ""
@@ -213,10 +214,6 @@ def _traefik(config: Config, origin: str, listen: str, poll_interval: str) -> st
         "    addEntryPointsLabels: false",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 # --------------------------------------------------------------------------------- Caddy

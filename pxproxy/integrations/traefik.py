@@ -21,7 +21,7 @@ from ..config.companion import TraefikOptions
 from ..config.models import RouteConfig, split_address
 from ..inventory.snapshot import Snapshot
 from ..routing.endpoints import ProxyEndpoints
-from ..routing.route_set import Route, RouteSet
+from ..routing.route_set import Route, RouteSet, upstream_prefix
 from ..wake.contract import Gate, WakeState
 from .addresses import first_address, url_host
 from .names import traefik_router_name, traefik_service_name
@@ -126,7 +126,7 @@ def _add_http(
         if config.scheme == "https":
             balancer["serversTransport"] = INSECURE_TRANSPORT
             http["serversTransports"] = {INSECURE_TRANSPORT: {"insecureSkipVerify": True}}
-        prefix = _prefix(config.path_prefix)
+        prefix = upstream_prefix(config.path_prefix)
         if prefix:
             # pxproxy's proxy prepends the prefix itself: only the direct path needs it.
             name = f"{service}-prefix"
@@ -218,9 +218,3 @@ def _add_tcp(
         "service": service,
     }
     return True
-
-
-def _prefix(path_prefix: str | None) -> str:
-    """As the proxy prepends it (proxy/http.py): "/api/" -> "/api", "/" or None -> ""."""
-    stripped = (path_prefix or "").strip("/")
-    return "/" + stripped if stripped else ""

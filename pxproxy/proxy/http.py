@@ -11,7 +11,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -27,6 +26,7 @@ from ..inventory.store import Inventory
 from ..listeners.head_guard import HeadLimits
 from ..listeners.server_header import brand
 from ..problems import problem
+from ..routing.route_set import upstream_prefix
 from ..shutdown import STOPPING_MESSAGE, DaemonStopping, Stopping
 from ..wake.contract import Gate, WakeError, WakeState
 from . import waiting
@@ -386,7 +386,7 @@ class HttpProxy:
                 yield chunk
 
         method = request.method
-        target = _prefix(match.route.path_prefix) + path_qs
+        target = upstream_prefix(match.route.path_prefix) + path_qs
         head = None
         if not request.body_exists and method in FAST_METHODS and upstream.scheme == "http":
             # The common exchange takes the lean client; the rest goes through aiohttp's.
@@ -584,7 +584,7 @@ class HttpProxy:
         )
         scheme = "wss" if upstream.scheme == "https" else "ws"
         origin = f"{scheme}://{upstream.host}:{upstream.port}"
-        url = URL(origin + _prefix(match.route.path_prefix) + path_qs, encoded=True)
+        url = URL(origin + upstream_prefix(match.route.path_prefix) + path_qs, encoded=True)
         started = time.monotonic()
         try:
             # The guest first: if it refuses, the client gets a plain 502, not a dead socket.
@@ -693,13 +693,6 @@ async def _pump(src: WebSocketLike, dst: WebSocketLike, activity: _Activity) -> 
 def _sendable(code: int) -> bool:
     """Close codes that may appear in a close frame (1005/1006 are for reporting only)."""
     return code in _VALID_CLOSE or 3000 <= code <= 4999
-
-
-@functools.lru_cache(maxsize=1024)
-def _prefix(path_prefix: str | None) -> str:
-    """ "/app/" and "app" both become "/app"; "/" becomes "" (no prefix)."""
-    stripped = (path_prefix or "").strip("/")
-    return "/" + stripped if stripped else ""
 
 
 def _is_websocket(request: web.BaseRequest) -> bool:

@@ -9,6 +9,7 @@ routes the guest with the lower `cluster:vmid` key wins. Every loser is a `Route
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -25,6 +26,14 @@ def route_name(route: RouteConfig) -> str:
     if route.host:
         return ",".join(route.host)
     return f"tcp:{route.listen}"
+
+
+@functools.lru_cache(maxsize=1024)  # the proxy asks on every request
+def upstream_prefix(path_prefix: str | None) -> str:
+    """What a route's `path_prefix` puts before the request path upstream: "/app/" and
+    "app" both become "/app"; "/" and None become "" (no prefix)."""
+    stripped = (path_prefix or "").strip("/")
+    return "/" + stripped if stripped else ""
 
 
 @dataclass(frozen=True, slots=True)
