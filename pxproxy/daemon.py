@@ -36,7 +36,7 @@ from .proxy.http import HttpProxy
 from .proxy.tcp import TcpProxy
 from .reload import ConfigStatus, ConfigWatch, plan
 from .routing.endpoints import ProxyEndpoints, endpoints_for
-from .routing.route_set import Declared, Route, RouteSet, RouteStore, merge
+from .routing.route_set import Declared, Route, RouteSet, RouteStore
 from .services import Services, alias_sources, make_poller
 from .shutdown import Stopping, cancel_and_wait
 from .state.memory_store import MemoryStore
@@ -101,6 +101,7 @@ class Daemon:
             key_for=self._listen_key,
         )
         self._proxy_listener: GuardedListener | None = None
+        self._endpoints = ProxyEndpoints()  # worked out once the listeners are open
         self._proxy_listen: str | None = None  # the address it listens on
         self._reload_lock = asyncio.Lock()
         self._reload_errors: tuple[str, ...] = ()
@@ -227,12 +228,16 @@ class Daemon:
         return f"the notes of {owner}: route listen" if owner else f"route {route.listen}"
 
     def endpoints(self) -> ProxyEndpoints:
-        """Where other proxies reach pxproxy's listeners now (ports as bound)."""
+        """Where other proxies reach pxproxy's listeners now (ports as bound). Read on every
+        DNS query: worked out when the listeners change, not here."""
+        return self._endpoints
+
+    def _refresh_endpoints(self) -> None:
         http = None
         if self._proxy_listener is not None and self._proxy_listen is not None:
             host, _ = split_address(self._proxy_listen)
             http = (host, self.proxy_port or 0)
-        return endpoints_for(
+        self._endpoints = endpoints_for(
             self.config.integrations.proxy_address, http, self.tcp_proxy.bound_addresses()
         )
 
@@ -260,6 +265,7 @@ class Daemon:
         await self._proxy_runner.setup()
         await self._sync_proxy_listener(strict=True)
         await self.tcp_proxy.start()
+        self._refresh_endpoints()
 
     async def _sync_proxy_listener(self, *, strict: bool = False) -> str | None:
         """The proxy listener exists while there are HTTP routes, on listen.proxy: opened
@@ -397,25 +403,18 @@ class Daemon:
                 log.exception("applying the route set failed")
 
     async def _apply_routes(self) -> None:
-        """Publish the merge of the config's routes and the notes' (a depends_on cycle
-        through guests' notes drops those guests' routes, reported), then follow it with
-        the listeners."""
-        declared = self._declared_now()
-        routes = merge(
-            self.config.routes, declared, reserved=self.routes.reserved, policy=self.config.notes
-        )
-        try:
-            check_routes(routes.configs)
-        except DependencyCycleError as exc:
-            declared = [_without_dependencies(d, str(exc)) for d in declared]
+        """Publish the merge of the config's routes and the notes', then follow it with the
+        listeners. No depends_on cycle can come of it: the config's routes passed the cycle
+        check, and notes may not declare depends_on (routing/notes.py)."""
         before = self.routes.current
-        if self.routes.publish(self.config.routes, declared):
+        if self.routes.publish(self.config.routes, self._declared_now()):
             _log_route_changes(before, self.routes.current)
         # The proxy listener first: a TCP route may want the port it is leaving.
         proxy_error = await self._sync_proxy_listener()
         errors = await self.tcp_proxy.apply([r.config for r in self.routes.current.tcp()])
         # Addresses that could not be bound: in /health until a later round binds them.
         self._listen_errors = (*errors, *([proxy_error] if proxy_error else []))
+        self._refresh_endpoints()  # listeners, or integrations.proxy_address, may have changed
 
     def config_status(self) -> ConfigStatus:
         listen = (*self._listen_errors, *([self._dns_error] if self._dns_error else []))
@@ -585,13 +584,6 @@ class Daemon:
 def _same_port(a: str, b: str) -> bool:
     port = split_address(a)[1]
     return port != 0 and port == split_address(b)[1]
-
-
-def _without_dependencies(declared: Declared, why: str) -> Declared:
-    """A guest's declared routes minus those with depends_on, after a cycle was found."""
-    if not any(r.idle and r.idle.depends_on for r in declared.routes):
-        return declared
-    return Declared(declared.guest, declared.name, error=f"{why}; its routes are not served")
 
 
 def _log_route_changes(before: RouteSet, after: RouteSet) -> None:
