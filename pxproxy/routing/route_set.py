@@ -240,10 +240,3 @@ class RouteStore:
             while not predicate(self._current):
                 await self._published.wait()
         return self._current
-
-
-def declared_by_guest(problems: Sequence[RouteProblem]) -> Mapping[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for problem in problems:
-        out.setdefault(problem.guest, []).append(problem.error)
-    return out

@@ -249,9 +249,7 @@ class WakeManager:
     def _bound(self, waker: Waker) -> Waker:
         """The waker that owns the guest `waker`'s ref names now (a wake asks before it acts)."""
         self._bind_all()
-        while waker.merged is not None:
-            waker = waker.merged
-        return waker
+        return _owner(waker)
 
     def _merge(self, dup: Waker, owner: Waker) -> None:
         log.info("idle-watch: %s and %s name one guest: one waker for both", owner.ref, dup.ref)

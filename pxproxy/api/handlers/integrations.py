@@ -21,7 +21,7 @@ from ...integrations.ansible import ansible_host, ansible_inventory
 from ...integrations.filters import FilterError, parse_filters
 from ...integrations.prometheus_sd import prometheus_sd
 from ...integrations.traefik import dumps, render_traefik
-from ...wake.contract import AlwaysReady, Gate
+from ...wake.contract import ALWAYS_READY, Gate
 from ..auth import ANONYMOUS
 from ..context import PRINCIPAL, ApiContext
 from ..principal import principal_of, require_loopback_host
@@ -29,8 +29,6 @@ from ..problems import bad_request
 from ._common import context, require
 
 log = logging.getLogger(__name__)
-
-_ALWAYS_READY = AlwaysReady()
 
 
 def _authorise(request: web.Request) -> ApiContext:
@@ -83,7 +81,7 @@ async def traefik_config(request: web.Request) -> web.Response:
     wake = ctx.wake
 
     def gate_for(route: RouteConfig) -> Gate:
-        return wake.gate_for(route) if wake is not None else _ALWAYS_READY
+        return wake.gate_for(route) if wake is not None else ALWAYS_READY
 
     render = render_traefik(
         ctx.routes.current,
