@@ -150,18 +150,7 @@ async def stack(tmp: Path) -> AsyncIterator[tuple[LabCluster, dict[str, int], Pa
     await cluster.open()
     ports = {name: free_port() for name in ("proxy", "api", "dns", "metrics")}
     data = {
-        "proxmox": [
-            {
-                "name": "lab",
-                "url": lab.url,
-                "token_id": lab.credentials.token_id,
-                "secret": lab.credentials.token_secret,
-                "tls": {"fingerprint": lab.fingerprint},
-                "poll_interval": "200ms",
-                "ip_refresh": "500ms",
-                "ips": {"loopback": True},
-            }
-        ],
+        "proxmox": [lab.proxmox_entry(poll_interval="200ms", ip_refresh="500ms")],
         "listen": {"proxy": f"127.0.0.1:{ports['proxy']}", "api": f"127.0.0.1:{ports['api']}"},
         "api": {"tokens": [{"name": "edge", "secret": TOKEN, "scopes": ["read"]}]},
         "dns": {"listen": f"127.0.0.1:{ports['dns']}", "zone": "pve.internal", "ttl": "1s"},

@@ -120,16 +120,7 @@ async def serve(trace: bool) -> None:
     await lab.start()
     config = Config.model_validate(
         {
-            "proxmox": [
-                {
-                    "name": "lab",
-                    "url": lab.url,
-                    "token_id": lab.credentials.token_id,
-                    "secret": lab.credentials.token_secret,
-                    "tls": {"fingerprint": lab.fingerprint},
-                    "ips": {"loopback": True},
-                }
-            ],
+            "proxmox": [lab.proxmox_entry()],
             "listen": {"proxy": "127.0.0.1:0", "api": "127.0.0.1:0"},
             "api": {"tokens": [{"name": "bench", "secret": TOKEN, "scopes": ["read"]}]},
         }

@@ -42,17 +42,7 @@ async def main() -> None:
     await lab.start()
     config = Config.model_validate(
         {
-            "proxmox": [
-                {
-                    "name": "lab",
-                    "url": lab.url,
-                    "token_id": lab.credentials.token_id,
-                    "secret": lab.credentials.token_secret,
-                    "tls": {"fingerprint": lab.fingerprint},
-                    "poll_interval": "200ms",
-                    "ips": {"loopback": True},
-                }
-            ],
+            "proxmox": [lab.proxmox_entry(poll_interval="200ms")],
             "listen": {"proxy": "127.0.0.1:0", "api": "127.0.0.1:0"},
             "routes": [
                 {"host": "sleepy.bench", "guest": VMID, "port": 8080, "idle": {"timeout": "300ms"}}

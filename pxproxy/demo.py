@@ -75,18 +75,12 @@ def demo_config(
         routes.append(route)
     data = {
         "proxmox": [
-            {
-                "name": "lab",
-                "url": lab.url,
-                "token_id": lab.credentials.token_id,
-                "secret": lab.credentials.token_secret,
-                "username": "root@pam",
-                "password": lab.credentials.root_password,
-                "tls": {"fingerprint": lab.fingerprint},
-                "poll_interval": "2s",
-                "notes_refresh": "5s",  # a changed note shows within seconds
-                "ips": {"loopback": True},  # the lab's guests live on 127.x addresses
-            }
+            lab.proxmox_entry(
+                username="root@pam",
+                password=lab.credentials.root_password,
+                poll_interval="2s",
+                notes_refresh="5s",  # a changed note shows within seconds
+            )
         ],
         "dns": {"listen": dns, "zone": DEMO_ZONE, "ttl": "2s"},
         "listen": {"proxy": proxy, "api": api},

@@ -46,17 +46,7 @@ def cluster_config(pve: TestPve, pki: Pki, **overrides: object) -> ClusterConfig
 def lab_cluster(lab: LabServer, **overrides: Any) -> dict[str, Any]:
     """The `proxmox:` entry for a lab: its API token, its pinned certificate, a fast poll, and
     loopback addresses kept (the lab's guests live on 127.10+.x.y)."""
-    entry: dict[str, Any] = {
-        "name": "lab",
-        "url": lab.url,
-        "token_id": lab.credentials.token_id,
-        "secret": lab.credentials.token_secret,
-        "tls": {"fingerprint": lab.fingerprint},
-        "poll_interval": "200ms",
-        "ips": {"loopback": True},
-    }
-    entry.update(overrides)
-    return entry
+    return lab.proxmox_entry(**{"poll_interval": "200ms", **overrides})
 
 
 async def set_notes(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -67,6 +68,20 @@ class LabServer:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"https://{host}:{self.port}"
+
+    def proxmox_entry(self, **overrides: Any) -> dict[str, Any]:
+        """A `proxmox:` config entry for this lab: its API token, its certificate pinned by
+        fingerprint, and loopback addresses kept (the lab's guests live on 127.10+.x.y)."""
+        entry: dict[str, Any] = {
+            "name": "lab",
+            "url": self.url,
+            "token_id": self.credentials.token_id,
+            "secret": self.credentials.token_secret,
+            "tls": {"fingerprint": self.fingerprint},
+            "ips": {"loopback": True},
+        }
+        entry.update(overrides)
+        return entry
 
     def guest_config_url(self, node: str, kind: str, vmid: int) -> str:
         """The API address of a guest's config (GET to read, PUT to change notes and tags)."""
