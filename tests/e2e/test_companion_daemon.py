@@ -167,3 +167,19 @@ async def test_forged_forwarded_host_and_dns_lookups_never_wake(
     assert [r.port for r in srv] == [daemon.proxy_port]
     assert daemon.wake.stats.wakes_started == 0
     assert lab_server.cluster.guests[SLEEPY].status == "stopped"
+
+
+async def test_notes_may_not_open_tcp_listeners_unless_the_config_says_so(
+    lab_server: LabServer, daemon: Daemon
+) -> None:
+    """`notes: {tcp: false}` is the default: a declared TCP route is reported, not served."""
+    notes = "```yaml\npxproxy: {listen: '127.0.0.1:0', port: 7000}\n```\n"
+    await set_notes(lab_server, GIT, description=notes)
+
+    async def reported() -> bool:
+        return any(
+            "TCP routes from notes are off" in r.get("error", "") for r in await _routes(daemon)
+        )
+
+    await wait_for(reported, DEADLINE_S, "the declared TCP route to be refused")
+    assert daemon.tcp_proxy.bound_addresses() == {}
