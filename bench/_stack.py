@@ -1,11 +1,14 @@
 """The proxy benchmarks' stack, each part in its own process: `pxproxy lab` (one guest whose
 HTTP server is the upstream), `pxproxy run` proxying `bench.local` to it, and nginx proxying to
-the same guest. All on loopback; everything is stopped on exit."""
+the same guest. With `fast=True` also a fast upstream on the guest's address (nginx answering
+`return 200` with the guest's body), which both proxies route `fast.local` to. All on loopback;
+everything is stopped on exit."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import shutil
 import socket
@@ -20,6 +23,9 @@ import aiohttp
 GUEST_IP = "127.10.0.100"
 GUEST_PORT = 8080
 HOST = "bench.local"
+FAST_HOST = "fast.local"
+FAST_PORT = 8081
+FAST_BIG_BYTES = 1024**3  # the fast upstream's /big: a sparse file of this size
 
 SCENARIO = """\
 nodes: [pve1]
@@ -40,7 +46,9 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
-    upstream guest {{ server {ip}:{port}; keepalive 64; }}
+    # nginx closes a keep-alive connection after 1,000 requests by default; the others do not.
+    keepalive_requests 1000000;
+    upstream guest {{ server {ip}:{port}; keepalive 64; keepalive_requests 1000000; }}
     map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
     server {{
         listen 127.0.0.1:{listen};
@@ -55,6 +63,55 @@ http {{
             proxy_buffering off;          # stream like pxproxy does
             proxy_request_buffering off;
             proxy_read_timeout 300s;
+        }}
+    }}
+{fast}}}
+"""
+
+# nginx's second route, to the fast upstream (one worker; the guest's body and headers); after
+# the guest's server, which stays the default for other Hosts.
+NGINX_FAST_ROUTE = """\
+    upstream fast {{ server {ip}:{port}; keepalive 64; keepalive_requests 1000000; }}
+    server {{
+        listen 127.0.0.1:{listen};
+        server_name {host};
+        location / {{
+            proxy_pass http://fast;
+            proxy_http_version 1.1;
+            proxy_set_header Host $host;
+            proxy_set_header Connection "";
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+"""
+
+FAST_UPSTREAM_CONF = """\
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen {ip}:{port};
+        location = /big {{
+            sendfile on;
+            alias {tmp}/big.bin;
+            default_type application/octet-stream;
+        }}
+        location / {{
+            default_type "text/plain; charset=utf-8";
+            add_header X-Lab-Guest {vmid};
+            return 200 "bench (vmid {vmid})\\n";
         }}
     }}
 }}
@@ -76,6 +133,9 @@ class Stack:
     token: str
     pxproxy_pid: int
     nginx_pids: list[int]
+    lab_pid: int  # the guest's HTTP server runs in it
+    fast: str | None = None  # the fast upstream, direct
+    fast_pid: int | None = None  # its nginx master (the worker is its child)
 
 
 async def _read_until(stream: asyncio.StreamReader, pattern: str, timeout_s: float = 60) -> str:
@@ -175,29 +235,45 @@ async def stop_all(procs: list[asyncio.subprocess.Process], timeout_s: float = 1
 
 
 @contextlib.asynccontextmanager
-async def stack(idle: str | None = None) -> AsyncIterator[Stack]:
-    """`idle`: an idle timeout for the route (the wake benchmark); None: always on."""
+async def stack(
+    idle: str | None = None, fast: bool = False, code: str | None = None
+) -> AsyncIterator[Stack]:
+    """`idle`: an idle timeout for the route (the wake benchmark); None: always on. `fast`: also
+    the fast upstream on the guest's address, port FAST_PORT, routed as FAST_HOST. `code`: run
+    the lab and the daemon from this checkout (the code before a change)."""
     if shutil.which("nginx") is None:
         raise SystemExit("nginx is not installed: run bash bench/setup.sh")
     procs: list[asyncio.subprocess.Process] = []
+    # `python -m` puts the cwd first on sys.path; PYTHONPATH for what they import besides.
+    env = {**os.environ, "PYTHONPATH": code} if code else None
     with tempfile.TemporaryDirectory(prefix="pxproxy-bench-") as tmp_name:
         tmp = Path(tmp_name)
         try:
-            lab = await start_lab(tmp, procs)
+            lab = await start_lab(tmp, procs, env=env, cwd=code)
             proxy_port, api_port, nginx_port = free_port(), free_port(), free_port()
             ops = "bench-token-0123456789"
             idle_yaml = f"\n    idle: {{timeout: {idle}, wake_timeout: 30s}}" if idle else ""
+            fast_yaml = f"  - {{host: {FAST_HOST}, guest: 100, port: {FAST_PORT}}}\n"
             (tmp / "pxproxy.yml").write_text(
                 lab.cluster_yaml()
                 + f"listen: {{proxy: '127.0.0.1:{proxy_port}', api: '127.0.0.1:{api_port}'}}\n"
                 f"api: {{tokens: [{{name: bench, secret: {ops}}}]}}\n"
                 f"routes:\n  - host: {HOST}\n    guest: 100\n    port: {GUEST_PORT}{idle_yaml}\n"
-                "log_level: warning\n",
+                f"{fast_yaml if fast else ''}log_level: warning\n",
                 encoding="utf-8",
             )
-            daemon = await start_daemon(tmp / "pxproxy.yml", procs)
+            daemon = await start_daemon(tmp / "pxproxy.yml", procs, env=env, cwd=code)
+            fast_route = ""
+            upstream: asyncio.subprocess.Process | None = None
+            if fast:
+                upstream = await _start_fast_upstream(tmp / "fast", procs)
+                fast_route = NGINX_FAST_ROUTE.format(
+                    ip=GUEST_IP, port=FAST_PORT, listen=nginx_port, host=FAST_HOST
+                )
             (tmp / "nginx.conf").write_text(
-                NGINX_CONF.format(tmp=tmp, ip=GUEST_IP, port=GUEST_PORT, listen=nginx_port),
+                NGINX_CONF.format(
+                    tmp=tmp, ip=GUEST_IP, port=GUEST_PORT, listen=nginx_port, fast=fast_route
+                ),
                 encoding="utf-8",
             )
             nginx = await asyncio.create_subprocess_exec(
@@ -211,6 +287,9 @@ async def stack(idle: str | None = None) -> AsyncIterator[Stack]:
             await _wait_ok(f"http://127.0.0.1:{nginx_port}/healthz")
             if not idle:
                 await _wait_ok(f"http://127.0.0.1:{proxy_port}/healthz", {"Host": HOST})
+            if fast:
+                await _wait_ok(f"http://127.0.0.1:{proxy_port}/", {"Host": FAST_HOST})
+                await _wait_ok(f"http://127.0.0.1:{nginx_port}/", {"Host": FAST_HOST})
             nginx_pids = [int(p) for p in (await _pgrep_children(nginx.pid)) if p.strip()]
             yield Stack(
                 direct=direct,
@@ -220,6 +299,9 @@ async def stack(idle: str | None = None) -> AsyncIterator[Stack]:
                 token=ops,
                 pxproxy_pid=daemon.pid,
                 nginx_pids=[nginx.pid, *nginx_pids],
+                lab_pid=procs[0].pid,
+                fast=f"http://{GUEST_IP}:{FAST_PORT}" if fast else None,
+                fast_pid=upstream.pid if upstream else None,
             )
         finally:
             await stop_all(procs)
@@ -231,3 +313,28 @@ async def _pgrep_children(pid: int) -> list[str]:
     )
     out, _ = await proc.communicate()
     return out.decode().split()
+
+
+async def _start_fast_upstream(
+    tmp: Path, procs: list[asyncio.subprocess.Process]
+) -> asyncio.subprocess.Process:
+    """nginx answering every request as the lab guest's index does (body and X-Lab-Guest), on
+    the guest's address: an upstream far faster than the guest, to see the proxy's own ceiling.
+    Its /big is a file of FAST_BIG_BYTES (Content-Length, sendfile), whatever the query."""
+    for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (tmp / sub).mkdir(parents=True, exist_ok=True)
+    with (tmp / "big.bin").open("wb") as big:
+        big.truncate(FAST_BIG_BYTES)  # sparse: no disk used
+    # Started by root, nginx's workers run as nobody: they must get through the private
+    # temporary directory (0700) to the file.
+    tmp.parent.chmod(0o711)
+    (tmp / "nginx.conf").write_text(
+        FAST_UPSTREAM_CONF.format(tmp=tmp, ip=GUEST_IP, port=FAST_PORT, vmid=100),
+        encoding="utf-8",
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "nginx", "-c", str(tmp / "nginx.conf"), "-p", str(tmp), "-g", "daemon off;"
+    )
+    procs.append(proc)
+    await _wait_ok(f"http://{GUEST_IP}:{FAST_PORT}/")
+    return proc

@@ -44,7 +44,7 @@ from pxproxy.lab.state import LabCluster, guest_ip
 from tests.e2e.real_proxies import KINDS, Kind, RealProxy, free_port, running_proxy, static_config
 
 from ._stack import stop_all
-from ._util import row
+from ._util import cpu_ticks, row
 
 SECONDS = 3
 ROUNDS = 5
@@ -69,18 +69,6 @@ class Pair:
     @property
     def name(self) -> str:
         return self.label or self.kind
-
-
-def _cpu_ticks(pid: int) -> int:
-    """utime + stime of a process and its children (nginx's workers), in clock ticks."""
-    total = 0
-    with contextlib.suppress(OSError):
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                total += _cpu_ticks(int(child))
-    return total
 
 
 async def wrk(url: str, host: str, connections: int) -> float:
@@ -221,9 +209,9 @@ async def pair(
 
 async def _measure(proxy: RealProxy, connections: int) -> tuple[float, float]:
     """Requests/s through `proxy`, and its CPU µs per request."""
-    before = _cpu_ticks(proxy.pid)
+    before = cpu_ticks(proxy.pid)
     rps = await wrk(proxy.url, READY_HOST, connections)
-    seconds = (_cpu_ticks(proxy.pid) - before) / os.sysconf("SC_CLK_TCK")
+    seconds = (cpu_ticks(proxy.pid) - before) / os.sysconf("SC_CLK_TCK")
     return rps, seconds * 1e6 / (rps * SECONDS)
 
 

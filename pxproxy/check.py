@@ -12,6 +12,7 @@ from .config.problems import Problem
 from .inventory.guest_notes import GuestNotes
 from .inventory.snapshot import Snapshot
 from .inventory.store import Inventory
+from .proxy.tls import ServerCertificates, TlsError
 from .pve.errors import PveError
 from .routing.route_set import Declared, merge
 from .services import make_poller
@@ -54,11 +55,17 @@ async def check(config: Config, out: TextIO) -> int:
     problems.extend(_check_routes(config, view))
     allowlist_problems, warnings = check_allowlists(config, view)
     problems.extend(allowlist_problems)
+    tls_problems, tls_warnings = listener_tls_report(config, out)
+    problems.extend(tls_problems)
+    warnings.extend(tls_warnings)
     routes = merge(config.routes, declared)
     names = {d.guest: d.name for d in declared}
     for entry in routes.routes:
         route = entry.config
-        target = ", ".join(route.host) if route.host else route.listen
+        if route.host:
+            target = ", ".join(route.host)
+        else:
+            target = f"{route.listen}/udp" if route.protocol == "udp" else f"{route.listen}"
         origin = f" (notes of {names.get(entry.owner, entry.owner)})" if entry.owner else ""
         out.write(f"route {target} -> {route.guest}:{route.port}{origin}\n")
     # A guest's unusable notes cost that guest its routes, nothing else: warnings.
@@ -151,3 +158,19 @@ def check_allowlists(config: Config, view: Snapshot) -> tuple[list[str], list[st
                     f"enough); prefer cluster:vmid{now}"
                 )
     return problems, warnings
+
+
+def listener_tls_report(config: Config, out: TextIO) -> tuple[list[str], list[str]]:
+    """`proxy.tls` loaded as the listener would: one line per certificate (what it covers,
+    until when), then (problems, warnings). Expiry is a warning: the daemon serves it."""
+    if config.proxy.tls is None:
+        return [], []
+    try:
+        certs = ServerCertificates.load(config.proxy.tls)
+    except TlsError as exc:
+        return [str(exc)], []
+    for index, info in enumerate(certs.certificates()):
+        names = ", ".join(info.names) or "no DNS names"
+        role = " (default)" if index == 0 else ""
+        out.write(f"tls {info.cert_path}{role}: {names}; until {info.not_after:%Y-%m-%d}\n")
+    return [], certs.warnings()

@@ -3,6 +3,7 @@ the stats line's columns. Pure functions of the documents, so they are tested wi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -87,8 +88,19 @@ def routes_table(routes: Sequence[Mapping[str, Any]]) -> str:
         else:
             idle_text = "-"
         target = f"{r.get('scheme') or 'tcp'}:{r.get('port')}" if r.get("host") else r.get("port")
-        rows.append([where, _text(r.get("guest")), _text(target), idle_text, _text(r.get("state"))])
+        state = _text(r.get("state")) + _stopping_text(r.get("stopping"))
+        rows.append([where, _text(r.get("guest")), _text(target), idle_text, state])
     return table(["ROUTE", "GUEST", "UPSTREAM", "IDLE", "STATE"], rows)
+
+
+def _stopping_text(stopping: Any) -> str:
+    """A before_stop under way: " (before_stop running)", or " (stopping in 42s)"."""
+    if not isinstance(stopping, Mapping):
+        return ""
+    left = stopping.get("stopping_in_s")
+    if isinstance(left, int | float):
+        return f" (stopping in {duration(math.ceil(left))})"
+    return " (before_stop running)"
 
 
 def lookup_text(doc: Mapping[str, Any]) -> str:

@@ -31,9 +31,11 @@ from .inventory.seen_records import SeenGuests, remembered_addresses
 from .inventory.store import Inventory
 from .listeners.bind_errors import ListenError, listening
 from .listeners.serve import GuardedListener, listen
+from .proxy.listener import ProxyListener
 from .metrics import Metrics
 from .proxy.http import HttpProxy
 from .proxy.tcp import TcpProxy
+from .proxy.udp import UdpProxy
 from .reload import ConfigStatus, ConfigWatch, plan
 from .routing.endpoints import ProxyEndpoints, endpoints_for
 from .routing.route_set import Declared, Route, RouteSet, RouteStore
@@ -67,15 +69,21 @@ class Daemon:
         self.metrics.watch_inventory(lambda: self.inventory.snapshot, lambda: names)
         try:
             # Every service, built at once: idle-watch too, whose refs resolve lazily.
-            self.services = Services(config, self.inventory, self.metrics, on_declared=self.declare)
+            self.services = Services(
+                config,
+                self.inventory,
+                self.metrics,
+                on_declared=self.declare,
+                audit=lambda: self.audit,  # opened by start(), before idle-watch starts
+            )
         except DependencyCycleError as exc:
             raise ConfigError(f"routes: {exc}") from None
         self.wake: WakeManager = self.services.wake
         self._clients = self.services.clients
         self._summaries = startup_summary.ClusterSummaries(self.inventory, self._clients)
         self._api_runner: web.AppRunner | None = None
-        self._proxy_runner: web.BaseRunner | None = None
-        self._listeners: list[GuardedListener] = []
+        self._proxy_started = False
+        self._listeners: list[GuardedListener | ProxyListener] = []
         # The effective routes (the config's, then guests' notes'), swapped whole; idle-watch
         # follows every new set first, so a gate exists before the proxy routes to it.
         self.routes = RouteStore()
@@ -100,7 +108,14 @@ class Daemon:
             hooks=self.metrics,
             key_for=self._listen_key,
         )
-        self._proxy_listener: GuardedListener | None = None
+        self.udp_proxy = UdpProxy(
+            self.inventory,
+            self.wake.gate_for,
+            routes=[r.config for r in self.routes.current.udp()],
+            stats=self.metrics.udp,
+            key_for=self._listen_key,
+        )
+        self._proxy_listener: ProxyListener | None = None
         self._endpoints = ProxyEndpoints()  # worked out once the listeners are open
         self._proxy_listen: str | None = None  # the address it listens on
         self._reload_lock = asyncio.Lock()
@@ -213,6 +228,11 @@ class Daemon:
             names.get(listen, listen): f"{host}:{port}"
             for listen, (host, port) in self.tcp_proxy.bound_addresses().items()
         }
+        udp_names = {r.config.listen: r.name for r in self.routes.current.udp()}
+        tcp.update(
+            (udp_names.get(listen, f"udp:{listen}"), f"{host}:{port}")
+            for listen, (host, port) in self.udp_proxy.bound_addresses().items()
+        )
         startup_summary.log_listeners(
             f"{api_host}:{self.api_port}",
             f"{proxy_host}:{self.proxy_port}" if self.proxy_port is not None else None,
@@ -238,7 +258,10 @@ class Daemon:
             host, _ = split_address(self._proxy_listen)
             http = (host, self.proxy_port or 0)
         self._endpoints = endpoints_for(
-            self.config.integrations.proxy_address, http, self.tcp_proxy.bound_addresses()
+            self.config.integrations.proxy_address,
+            http,
+            self.tcp_proxy.bound_addresses(),
+            self.udp_proxy.bound_addresses(),
         )
 
     async def _open_state(self) -> SavedState:
@@ -259,12 +282,10 @@ class Daemon:
         return saved
 
     async def _start_routing(self) -> None:
-        self._proxy_runner = self.http_proxy.make_runner(
-            shutdown_timeout=self.config.shutdown_grace
-        )
-        await self._proxy_runner.setup()
+        self._proxy_started = True
         await self._sync_proxy_listener(strict=True)
         await self.tcp_proxy.start()
+        await self.udp_proxy.start()
         self._refresh_endpoints()
 
     async def _sync_proxy_listener(self, *, strict: bool = False) -> str | None:
@@ -277,7 +298,7 @@ class Daemon:
         if wanted == self._proxy_listen:
             return None
         old = self._proxy_listen
-        if wanted is None or self._proxy_runner is None:
+        if wanted is None or not self._proxy_started:
             self._close_proxy_listener()
             return None
         try:
@@ -302,23 +323,15 @@ class Daemon:
         self._adopt_proxy_listener(listener, wanted)
         return None
 
-    async def _open_proxy_listener(self, address: str) -> GuardedListener:
-        assert self._proxy_runner is not None
+    async def _open_proxy_listener(self, address: str) -> ProxyListener:
         host, port = split_address(address)
         return await listening(
             "listen.proxy",
             address,
-            listen(
-                self._proxy_runner,
-                host,
-                port,
-                name="proxy",
-                limits=self.http_proxy.head_limits(),
-                handler=self.http_proxy.handler_kwargs(),
-            ),
+            self.http_proxy.listen(host, port),
         )
 
-    def _adopt_proxy_listener(self, listener: GuardedListener, address: str) -> None:
+    def _adopt_proxy_listener(self, listener: ProxyListener, address: str) -> None:
         self._listeners.append(listener)
         self._proxy_listener, self._proxy_listen = listener, address
         self.proxy_port = listener.port
@@ -412,6 +425,7 @@ class Daemon:
         # The proxy listener first: a TCP route may want the port it is leaving.
         proxy_error = await self._sync_proxy_listener()
         errors = await self.tcp_proxy.apply([r.config for r in self.routes.current.tcp()])
+        errors += await self.udp_proxy.apply([r.config for r in self.routes.current.udp()])
         # Addresses that could not be bound: in /health until a later round binds them.
         self._listen_errors = (*errors, *([proxy_error] if proxy_error else []))
         self._refresh_endpoints()  # listeners, or integrations.proxy_address, may have changed
@@ -509,9 +523,10 @@ class Daemon:
         # waits for them; services.stop() below finds it closed.
         await self.services.stats.close()
         drains = [
-            self._drain_runner(self._proxy_runner),
+            self.http_proxy.drain(grace),
             self._drain_runner(self._api_runner),
             self.tcp_proxy.close(grace),
+            self.udp_proxy.close(grace),
         ]
         try:
             # aiohttp waits the grace, then cancels handlers and may wait as long again for
@@ -520,7 +535,7 @@ class Daemon:
                 await asyncio.gather(*drains)
         except TimeoutError:
             log.warning("connections still open %gs after the grace period: closed", DRAIN_EXTRA_S)
-        self._proxy_runner = self._api_runner = None
+        self._api_runner = None
         await self.http_proxy.close()
         if self.state is not None:
             await self.state.stop()  # its last look at idle-watch is taken before it stops
@@ -612,8 +627,8 @@ def _origin(route: Route) -> str:
 
 
 def _own_ports(config: Config, dns_running: DnsConfig | None = None) -> dict[int, str]:
-    """pxproxy's own listening ports, which no guest's notes may take for a TCP route (the
-    DNS responder's as configured, and as running when an unbindable change kept it)."""
+    """pxproxy's own listening ports, which no guest's notes may take for a TCP or UDP route
+    (the DNS responder's as configured, and as running when an unbindable change kept it)."""
     ports = {
         split_address(config.listen.api)[1]: "pxproxy's API listener",
         split_address(config.listen.proxy)[1]: "pxproxy's proxy listener",

@@ -6,12 +6,14 @@ import time
 from collections import Counter as Tally
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .dns.counters import DnsCollector, DnsCounters
 from .inventory.snapshot import Snapshot
+from .proxy.stats import ProxyCollector, ProxyStats
+from .proxy.udp_stats import UdpCollector, UdpStats
 
 
 class _InventoryCollector(Collector):
@@ -93,25 +95,12 @@ class Metrics:
             registry=self.registry,
         )
 
-        self.proxy_requests = Counter(
-            "pxproxy_proxy_requests",
-            "Proxied requests by route and status",
-            ["route", "status"],
-            registry=self.registry,
-        )
-        self.upstream_seconds = Histogram(
-            "pxproxy_upstream_seconds",
-            "Time from forwarding a request to the upstream's response headers",
-            ["route"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-        )
-        self.proxy_connections = Gauge(
-            "pxproxy_proxy_connections",
-            "Open proxied connections (requests in flight, WebSockets, TCP relays) by route",
-            ["route"],
-            registry=self.registry,
-        )
+        # The HTTP and TCP proxies' counters, plain integers read at scrape time.
+        self.proxy = ProxyStats()
+        self.registry.register(ProxyCollector(self.proxy))
+        # UDP routes' counters (pxproxy/proxy/udp.py bumps them per datagram), likewise.
+        self.udp = UdpStats()
+        self.registry.register(UdpCollector(self.udp))
         self.tcp_relayed = Counter(
             "pxproxy_tcp_relayed_bytes",
             "Bytes relayed by TCP routes, by direction",
@@ -138,7 +127,6 @@ class Metrics:
         )
         # labels() takes a lock and hashes every call; hot paths reuse the children.
         self._children: dict[tuple[str, str, str], Counter] = {}
-        self._gauges: dict[str, Gauge] = {}
 
     def _child(self, metric: Counter, a: str, b: str) -> Counter:
         key = (metric._name, a, b)
@@ -155,21 +143,13 @@ class Metrics:
 
     def request(self, route: str, status: int, upstream_seconds: float | None) -> None:
         """A proxied HTTP request finished (the proxy's hook)."""
-        self._child(self.proxy_requests, route, str(status)).inc()
-        if upstream_seconds is not None:
-            self.upstream_seconds.labels(route).observe(upstream_seconds)
+        self.proxy.request(route, status, upstream_seconds)
 
     def connection_opened(self, route: str) -> None:
-        self._gauge(route).inc()
+        self.proxy.connection_opened(route)
 
     def connection_closed(self, route: str) -> None:
-        self._gauge(route).dec()
-
-    def _gauge(self, route: str) -> Gauge:
-        child = self._gauges.get(route)
-        if child is None:
-            child = self._gauges[route] = self.proxy_connections.labels(route)
-        return child
+        self.proxy.connection_closed(route)
 
     def tcp_bytes(self, route: str, to_guest: int, to_client: int) -> None:
         self._child(self.tcp_relayed, route, "to_guest").inc(to_guest)

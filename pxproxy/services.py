@@ -2,8 +2,9 @@
 
 Per cluster (`ClusterServices`): the Proxmox client, the address resolver and the poller. Over
 the clusters, from those clients: the power control, idle-watch (`WakeManager`, built at once:
-route refs resolve lazily), the one power path (`PowerService`), the shell runner and the
-stats hub. The daemon owns a `Services`; handlers get these objects through the ApiContext.
+route refs resolve lazily; its `idle.before_stop` commands go through the shell runner), the
+one power path (`PowerService`), the shell runner and the stats hub. The daemon owns a
+`Services`; handlers get these objects through the ApiContext.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from .api.audit import AuditLog
 from .config.models import ClusterConfig, Config
+from .idle_commands import IdleCommands
 from .inventory.address_policy import AddressPolicy
 from .inventory.guest_notes import GuestNotes
 from .inventory.ip_resolution import IpResolver
@@ -119,6 +122,7 @@ class Services:
         *,
         stream_settings: StreamSettings | None = None,
         on_declared: Callable[[str, tuple[Declared, ...]], None] | None = None,
+        audit: Callable[[], AuditLog | None] = lambda: None,
     ) -> None:
         self._inventory = inventory
         self._on_declared = on_declared
@@ -128,14 +132,21 @@ class Services:
         ]
         self.clients = {c.name: c.client for c in self.clusters}
         self.power_control = PvePowerControl(self.clients)
-        self.wake = WakeManager(config.routes, inventory, self.power_control, observer=metrics)
-        self.power = PowerService(self.power_control, self.wake)
         self.shells: ShellRunner = runner_for(
             config.cluster_names(),
             config.proxmox,
             self.clients,
             stream_settings or StreamSettings(),
         )
+        # idle.before_stop goes the way of POST /exec, audited as the API audits it.
+        self.wake = WakeManager(
+            config.routes,
+            inventory,
+            self.power_control,
+            observer=metrics,
+            commands=IdleCommands(self.shells, audit),
+        )
+        self.power = PowerService(self.power_control, self.wake)
         self.stats = StatsHub(self.clients)
         self._saved = SavedState()
         self._poll_tasks: list[asyncio.Task[None]] = []

@@ -79,6 +79,8 @@ class TraefikOptions(_Strict):
     middlewares: tuple[Name, ...] = ()
     # TCP routes: the entrypoint of each, by the route's listen port; default `tcp-<port>`.
     tcp_entrypoints: dict[int, Name] = {}
+    # UDP routes likewise; default `udp-<port>`.
+    udp_entrypoints: dict[int, Name] = {}
     # Traefik's Prometheus endpoint, for routes with `activity: {source: traefik}`.
     metrics_url: str | None = None
     metrics_interval: Annotated[Seconds, Field(gt=0, le=3600)] = 5.0
@@ -116,6 +118,8 @@ class NotesPolicy(_Strict):
     hosts: tuple[HostPattern, ...] = ("*",)
     # Whether declared TCP routes may open listeners on this machine.
     tcp: bool = False
+    # Likewise for declared UDP routes (`protocol: udp`), each a socket open to anyone.
+    udp: bool = False
 
     def allows_host(self, host: str) -> bool:
         name = host.rstrip(".").lower()

@@ -1,7 +1,8 @@
 """Two listeners of the config that would need the same socket.
 
 Found by walking the models for fields marked `Listener` (config/listen_marker.py):
-`listen.proxy`, `listen.api`, every TCP route's `listen`, and whatever is marked later.
+`listen.proxy`, `listen.api`, every TCP and UDP route's `listen` (its protocol is its
+route's `protocol`), and whatever is marked later.
 
 Two addresses clash when they have the same protocol and port and their hosts overlap:
 the same address, or a wildcard (`0.0.0.0`, `::`) and any address of its family. IPv4 and
@@ -79,6 +80,15 @@ def _markers(field: FieldInfo) -> list[Listener]:
     return list(dict.fromkeys(found))
 
 
+def _protocol(section: RawSection, marker: Listener) -> str:
+    """The marker's protocol, or the one its sibling field names (an invalid one: the
+    marker's default; the structural pass reports it)."""
+    if marker.protocol_field is None:
+        return marker.protocol
+    chosen = section.value(marker.protocol_field)
+    return chosen if chosen in ("tcp", "udp") else marker.protocol
+
+
 def find_listeners(section: RawSection) -> Iterator[Bind]:
     """Every valid listening address under `section`, in the models' field order."""
     for name, field in section.model.model_fields.items():
@@ -91,7 +101,7 @@ def find_listeners(section: RawSection) -> Iterator[Bind]:
                     yield Bind(
                         section.path(name),
                         value,
-                        marker.protocol,
+                        _protocol(section, marker),
                         host,
                         port,
                         not section.present(name),

@@ -17,12 +17,15 @@ from pydantic import (
     model_validator,
 )
 
+from ..streams.validation import validate_argv
 from .addresses import check_address
 from .addresses import split_address as split_address  # re-exported: models is where callers look
 from .allowlists import check_guest_entry, check_path_prefix
 from .companion import ActivityConfig, DnsConfig, IntegrationsConfig, NotesPolicy
 from .durations import Seconds
+from .listen_marker import STREAM as STREAM_LISTENER
 from .listen_marker import TCP as TCP_LISTENER
+from .listener_tls import ProxyTlsConfig
 from .node_names import check_node_alias, check_node_key
 from .urls import check_cluster_url
 
@@ -54,6 +57,8 @@ class TlsConfig(Strict):
 
 # Listener(...) lets the clash check (config/listener_clashes.py) find every listening address.
 ListenAddress = Annotated[str, AfterValidator(check_address), TCP_LISTENER]
+# A route's `listen`: TCP or UDP, by the route's `protocol`.
+StreamListenAddress = Annotated[str, AfterValidator(check_address), STREAM_LISTENER]
 
 
 def is_loopback_host(host: str) -> bool:
@@ -231,6 +236,33 @@ class ReadyCheck(Strict):
 
 StopMethod = Literal["shutdown", "stop", "suspend", "hibernate"]
 
+# A grace of 0 is a real choice (a `save-all` right before the stop); the command's own
+# timeout is bounded so that a hung command cannot keep a guest up for long.
+BEFORE_STOP_GRACE_MAX_S = 3600.0
+BEFORE_STOP_TIMEOUT_MAX_S = 600.0
+
+
+def _before_stop_argv(value: object) -> object:
+    """The rules POST /exec applies to an argv (streams/validation.py): a command the API
+    would refuse is a config error."""
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        raise ValueError(
+            "must be a list of strings: the command and its arguments, "
+            'e.g. [rcon-cli, say, "Server stops in 60 s"]'
+        )
+    return tuple(validate_argv(value))
+
+
+class BeforeStop(Strict):
+    """A command run in the guest before an idle stop (players warned), then a wait."""
+
+    exec: Annotated[tuple[str, ...], BeforeValidator(_before_stop_argv)]
+    # After the command ended; activity meanwhile keeps the guest up.
+    grace: Seconds = Field(default=60.0, ge=0, le=BEFORE_STOP_GRACE_MAX_S)
+    timeout: Seconds = Field(default=30.0, gt=0, le=BEFORE_STOP_TIMEOUT_MAX_S)
+
 
 class IdleConfig(Strict):
     timeout: Seconds = 900.0
@@ -242,6 +274,25 @@ class IdleConfig(Strict):
     shutdown_timeout: Seconds = 60.0
     # After a failed start, requests get the error at once for this long (no restart storm).
     retry_after: Seconds = 30.0
+    before_stop: BeforeStop | None = None
+
+
+class UdpConfig(Strict):
+    """`udp:` of a UDP route: its client sessions and what it holds while the guest wakes."""
+
+    # A session (one client address) with no datagram either way for this long is closed,
+    # and no longer keeps the guest awake.
+    session_timeout: Seconds = Field(default=60.0, ge=0.05, le=86400)
+    # Clients at once; a datagram from one more client is dropped (and counted). Each
+    # session is a socket (a file descriptor) to the guest, and UDP senders are easy to forge.
+    max_sessions: int = Field(default=256, ge=1, le=65536)
+    # Datagrams held while the guest wakes, in count and in bytes (all clients together);
+    # more are dropped (and counted). Game clients resend their handshake anyway.
+    buffer_datagrams: int = Field(default=256, ge=1, le=65536)
+    buffer_bytes: int = Field(default=262144, ge=1500, le=67108864)
+
+
+DEFAULT_UDP = UdpConfig()
 
 
 def _hosts(value: object) -> object:
@@ -250,7 +301,11 @@ def _hosts(value: object) -> object:
 
 class RouteConfig(Strict):
     host: Annotated[tuple[str, ...] | None, BeforeValidator(_hosts)] = None
-    listen: ListenAddress | None = None
+    listen: StreamListenAddress | None = None
+    # Of a `listen:` route: a TCP relay per connection, or UDP with a session per client.
+    protocol: Literal["tcp", "udp"] = "tcp"
+    # Of a UDP route (default: DEFAULT_UDP).
+    udp: UdpConfig | None = None
     guest: GuestRef
     port: int = Field(ge=1, le=65535)
     scheme: Literal["http", "https"] = "http"
@@ -262,7 +317,11 @@ class RouteConfig(Strict):
     @model_validator(mode="after")
     def _kind(self) -> RouteConfig:
         if (self.host is None) == (self.listen is None):
-            raise ValueError("a route has either host (HTTP) or listen (TCP)")
+            raise ValueError("a route has either host (HTTP) or listen (TCP or UDP)")
+        if self.host is not None and "protocol" in self.model_fields_set:
+            raise ValueError("protocol is for listen routes (TCP or UDP), not host routes")
+        if self.udp is not None and self.protocol != "udp":
+            raise ValueError("udp settings are for routes with protocol: udp")
         if self.host is not None and not self.host:
             raise ValueError("host needs at least one name")
         for host in self.host or ():
@@ -311,6 +370,8 @@ class ProxyConfig(Strict):
     # Bytes of a whole request head (request line and header lines); 431 above.
     max_header_size: int = Field(default=16384, ge=1024, le=1048576)
     max_headers: int = Field(default=100, ge=1, le=1000)  # header lines per request; 431 above
+    # TLS on the listener (config/listener_tls.py); None: plain HTTP.
+    tls: ProxyTlsConfig | None = None
 
 
 class AuditConfig(Strict):

@@ -9,6 +9,8 @@ one run of `pxproxy check` or `pxproxy run` shows every problem.
   route keeps a host, so the second would never get a request for it;
 - durations that make no sense: waits of 0 (see `_POSITIVE`);
 - contradictory TLS settings, and a CA file that cannot be read;
+- the proxy listener's certificate and key files: readable, parsed, and each key the one of
+  its certificate (config/certificates.py);
 - routes whose activity source needs settings the file lacks (config/activity_sources.py).
 """
 
@@ -18,6 +20,7 @@ import ssl
 from collections.abc import Iterable, Mapping
 
 from .activity_sources import activity_problems
+from .certificates import file_problems
 from .dependencies import dependency_problems, route_edges
 from .listener_clashes import clash_problems, find_listeners
 from .models import Config
@@ -51,6 +54,7 @@ def semantic_problems(data: Mapping[str, object]) -> list[Problem]:
         *host_problems(routes),
         *duration_problems(root, routes),
         *tls_problems(root.items("proxmox")),
+        *listener_tls_problems(root),
         *activity_problems(root, routes),
     ]
 
@@ -170,3 +174,17 @@ def _ca_file_trouble(path: str) -> str | None:
     except OSError as exc:
         return f"cannot read {path}: {exc.strerror or exc}"
     return None
+
+
+def listener_tls_problems(root: RawSection) -> list[Problem]:
+    """Each `proxy.tls.certificates` entry's files, as the listener will load them."""
+    proxy = root.section("proxy")
+    tls = proxy.section("tls") if proxy is not None else None
+    if tls is None:
+        return []
+    problems: list[Problem] = []
+    for entry in tls.items("certificates"):
+        # A file not given is the schema's to report; the other is still checked.
+        for trouble in file_problems(entry.typed("cert", str), entry.typed("key", str)):
+            problems.append(Problem(entry.path(trouble.field), str(trouble)))
+    return problems

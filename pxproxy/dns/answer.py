@@ -1,14 +1,16 @@
 """A parsed query in, a response out: no sockets here (server.py and wire.py hold those).
 
 - Names in the zone (zone.py says which) answer A/AAAA with their guest's current addresses;
-  `_<port>._tcp.<name>` answers SRV (priority 0, weight 1, the port, target `<name>.<zone>.`)
+  `_<port>._tcp.<name>` and `_<port>._udp.<name>` answer SRV (priority 0, weight 1, the port,
+  target `<name>.<zone>.`)
   with the target's A/AAAA in the additional section. ANY answers what A, AAAA (and SOA, NS at
   the apex, PTR at a reverse name) would: a few records, not a zone dump.
 - Parked guest (an idle-watched route of it whose gate is not ready): its names answer the proxy
   listener's address (`ProxyEndpoints.http`; A or AAAA by its family; a host name there answers
-  no address), its SRV the bound port of its TCP route to that port, else the proxy listener's
-  port. Without a proxy listener the address of the guest's first bound TCP route stands in;
-  with neither, the guest's own records (nothing of pxproxy's could wake it).
+  no address), its SRV the bound port of its TCP (UDP) route to that port, else the proxy
+  listener's port (for `_udp`: the guest's port). Without a proxy listener the address of the
+  guest's first bound TCP route stands in, then of its first UDP route; with none, the guest's
+  own records (nothing of pxproxy's could wake it).
 - The apex answers SOA and NS (`ns.<zone>.`); NXDOMAIN and NODATA carry the SOA in the authority
   section, its minimum being the TTL. Every in-zone answer is authoritative (AA); RA is never
   set and RD is ignored: no recursion.
@@ -135,7 +137,7 @@ class Answerer:
         rel = text[: -len(self._suffix)]
         if rel.startswith("_"):
             parts = rel.split(".", 2)
-            if len(parts) != 3 or parts[1] != "_tcp":
+            if len(parts) != 3 or parts[1] not in _PROTOCOL_LABELS:
                 return None
             rel = parts[2]
         owner = index.owner(rel)
@@ -218,22 +220,23 @@ class Answerer:
         qtype: int,
         response: dns.message.Message,
     ) -> None:
-        """`_<port>._tcp.<name>` (SRV), and `_tcp.<name>`, which exists (empty) beneath it."""
+        """`_<port>._tcp.<name>` / `_<port>._udp.<name>` (SRV), and `_tcp.<name>` /
+        `_udp.<name>`, which exist (empty) beneath them."""
         parts = rel.split(".", 2)
-        if len(parts) == 2 and parts[0] == "_tcp":
+        if len(parts) == 2 and parts[0] in _PROTOCOL_LABELS:
             if index.owner(parts[1]) is not None:
                 self._no_data(index, response)
             else:
                 self._nx_domain(index, response)
             return
-        port = _port(parts[0]) if len(parts) == 3 and parts[1] == "_tcp" else None
+        port = _port(parts[0]) if len(parts) == 3 and parts[1] in _PROTOCOL_LABELS else None
         owner = index.owner(parts[2]) if port is not None else None
         if port is None or owner is None:
             self._nx_domain(index, response)
             return
         if qtype in (_SRV, _ANY) and not owner.ambiguous:
             target = qname.parent().parent()
-            port = self._service_port(index, owner, port)
+            port = self._service_port(index, owner, port, udp=parts[1] == "_udp")
             response.answer.append(self._rrset(qname, [_srv(port, target)]))
             addresses = self._addresses(index, owner)
             response.additional.extend(self._address_rrsets(target, addresses, _ANY))
@@ -290,13 +293,22 @@ class Answerer:
             bound = endpoints.tcp.get(route.listen or "")
             if bound is not None:
                 return bound[0]
+        for route in index.udp_routes.get(guest.ref, {}).values():
+            bound = endpoints.udp.get(route.listen or "")
+            if bound is not None:
+                return bound[0]
         return None
 
-    def _service_port(self, index: ZoneIndex, owner: Owner, port: int) -> int:
+    def _service_port(self, index: ZoneIndex, owner: Owner, port: int, *, udp: bool) -> int:
         if not owner.guests or not self._parked(index, owner.guests[0]):
             return port
         guest = owner.guests[0]
         endpoints = self._source.endpoints
+        if udp:
+            # Only a UDP route of that port can take the datagrams: no proxy listener does.
+            udp_route = index.udp_routes.get(guest.ref, {}).get(port)
+            on = endpoints.udp.get(udp_route.listen or "") if udp_route is not None else None
+            return on[1] if on is not None else port
         route = index.tcp_routes.get(guest.ref, {}).get(port)
         bound = endpoints.tcp.get(route.listen or "") if route is not None else None
         if bound is not None:
@@ -339,6 +351,9 @@ class Answerer:
     def _nx_domain(self, index: ZoneIndex, response: dns.message.Message) -> None:
         response.set_rcode(dns.rcode.NXDOMAIN)
         self._no_data(index, response)
+
+
+_PROTOCOL_LABELS = ("_tcp", "_udp")
 
 
 def _port(label: str) -> int | None:

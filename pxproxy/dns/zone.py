@@ -65,6 +65,8 @@ class ZoneIndex:
     idle_routes: dict[str, tuple[RouteConfig, ...]] = field(default_factory=dict)
     # guest ref -> {guest port: TCP route}: the parked SRV port of that port.
     tcp_routes: dict[str, dict[int, RouteConfig]] = field(default_factory=dict)
+    # Likewise for UDP routes (`_<port>._udp.<name>`).
+    udp_routes: dict[str, dict[int, RouteConfig]] = field(default_factory=dict)
     ambiguous: tuple[str, ...] = ()
 
     def owner(self, rel: str) -> Owner | None:
@@ -131,6 +133,7 @@ def build_zone(settings: DnsConfig, snapshot: Snapshot, routes: RouteSet, serial
     wildcard_hosts: dict[str, tuple[Guest, ...]] = {}
     idle: dict[str, list[RouteConfig]] = {}
     tcp: dict[str, dict[int, RouteConfig]] = {}
+    udp: dict[str, dict[int, RouteConfig]] = {}
     for route in routes.routes:
         config = route.config
         found = snapshot.lookup_ref(config.guest).guests
@@ -139,7 +142,8 @@ def build_zone(settings: DnsConfig, snapshot: Snapshot, routes: RouteSet, serial
             if config.idle is not None:
                 idle.setdefault(ref, []).append(config)
             if config.listen is not None:
-                tcp.setdefault(ref, {}).setdefault(config.port, config)
+                streams = udp if config.protocol == "udp" else tcp
+                streams.setdefault(ref, {}).setdefault(config.port, config)
         if not settings.route_hosts:
             continue
         for host in config.host or ():
@@ -213,6 +217,7 @@ def build_zone(settings: DnsConfig, snapshot: Snapshot, routes: RouteSet, serial
         reverse=reverse,
         idle_routes={ref: tuple(found) for ref, found in idle.items()},
         tcp_routes=tcp,
+        udp_routes=udp,
         ambiguous=tuple(sorted(b.ambiguous)),
     )
 

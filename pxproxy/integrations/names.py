@@ -13,12 +13,12 @@ _UNSAFE = re.compile(r"[^a-z0-9-]+")
 
 
 def route_slug(route: RouteConfig) -> str:
-    """`wiki-example-com` for host wiki.example.com; `tcp-25565` for a TCP route. A short
-    hash of the full name keeps two routes that slug alike apart."""
+    """`wiki-example-com` for host wiki.example.com; `tcp-25565` for a TCP route, `udp-34197`
+    for a UDP one. A short hash of the full name keeps two routes that slug alike apart."""
     if route.host:
         base = route.host[0].lower().replace("*.", "wildcard-")
     else:
-        base = f"tcp-{(route.listen or '').rsplit(':', 1)[-1]}"
+        base = f"{route.protocol}-{(route.listen or '').rsplit(':', 1)[-1]}"
     slug = _UNSAFE.sub("-", base).strip("-")[:48] or "route"
     tag = hashlib.sha256(route_name(route).encode()).hexdigest()[:6]
     return f"{slug}-{tag}"

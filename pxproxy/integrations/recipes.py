@@ -79,13 +79,35 @@ def recipe(
     if proxy.http is None:
         raise RecipeError("pxproxy's proxy listener has no address for other proxies to use")
     upstreams = [_upstream(r, dns) for r in config.routes if r.host]
-    render = {"caddy": _caddy, "nginx": _nginx, "haproxy": _haproxy}[kind]
+    if kind == "nginx":
+        return _nginx(upstreams, dns, proxy.http, origin, where, tls=proxy.tls)
+    if proxy.tls:
+        _refuse_plain_upstreams(kind, upstreams)
+    render = {"caddy": _caddy, "haproxy": _haproxy}[kind]
     return render(upstreams, dns, proxy.http, origin, where)
+
+
+def _refuse_plain_upstreams(kind: RecipeKind, upstreams: Sequence[_Upstream]) -> None:
+    """Caddy and HAProxy reach a guest and, while it sleeps, pxproxy through one upstream
+    with one scheme: a plain-HTTP guest and pxproxy's TLS listener cannot share it."""
+    plain = [route_name(up.route) for up in upstreams if up.route.scheme == "http"]
+    if plain:
+        raise RecipeError(
+            f"with proxy.tls, pxproxy's proxy listener speaks HTTPS, but the {kind} recipe "
+            "reaches a guest and, while it sleeps, pxproxy through one upstream that speaks "
+            f"one scheme, and these routes' guests speak plain HTTP: {', '.join(plain)}. Let "
+            f"{kind} terminate TLS and remove proxy.tls, or use the traefik or nginx recipe"
+        )
 
 
 def default_endpoints(config: Config) -> ProxyEndpoints:
     """The proxy endpoints as the config alone gives them (the daemon knows bound ports)."""
-    return endpoints_for(config.integrations.proxy_address, split_address(config.listen.proxy), {})
+    return endpoints_for(
+        config.integrations.proxy_address,
+        split_address(config.listen.proxy),
+        {},
+        tls=config.proxy.tls is not None,
+    )
 
 
 def guest_label(route: RouteConfig) -> str:
@@ -171,7 +193,14 @@ def _traefik(config: Config, origin: str, listen: str, poll_interval: str) -> st
         address = listen if i == 0 else (":443" if name == "websecure" else ":80")
         lines += [f"  {name}:", f'    address: "{address}"']
     for route in config.routes:
-        if route.listen:
+        if route.listen and route.protocol == "udp":
+            port = split_address(route.listen)[1]
+            name = opts.udp_entrypoints.get(port, f"udp-{port}")
+            lines += [
+                f"  {name}:  # UDP route {route_name(route)}; pick a port pxproxy does not use",
+                f'    address: ":{port}/udp"',
+            ]
+        elif route.listen:
             port = split_address(route.listen)[1]
             name = opts.tcp_entrypoints.get(port, f"tcp-{port}")
             lines += [
@@ -305,9 +334,13 @@ def _nginx(
     proxy: tuple[str, int],
     origin: str,
     listen: str,
+    *,
+    tls: bool = False,
 ) -> str:
     valid = _seconds(max(dns.ttl, 1.0))
     pxproxy = _join(*proxy)
+    # proxy.tls: nginx does not verify what it proxies to unless told (proxy_ssl_verify).
+    pxproxy_scheme = "https" if tls else "http"
     lines = _header(origin, "nginx recipe for pxproxy's companion mode (http{} context).")
     lines += [
         "# Put it in /etc/nginx/conf.d/pxproxy.conf. nginx OSS cannot resolve SRV, so each",
@@ -351,7 +384,7 @@ def _nginx(
         lines += [
             "    location @pxproxy {",
             "        # pxproxy's proxy listener: wakes the guest, loading page or held request",
-            f"        proxy_pass http://{pxproxy};",
+            f"        proxy_pass {pxproxy_scheme}://{pxproxy};",
             *_nginx_headers("        "),
             "        proxy_read_timeout 300s;",
             "    }",

@@ -6,7 +6,8 @@ reaches the wake and the loading page. Transport-free: a function of its inputs.
 Routers mirror pxproxy's own host table (routing/hosts.py): exact names win over wildcards, and
 among wildcards the longest suffix wins. Traefik orders routers by priority, so exact hosts and
 each wildcard get their own router with a priority that says so: a route whose hosts are all
-exact, or one wildcard, is one router; a route mixing them is one router per kind.
+exact, or one wildcard, is one router; a route mixing them is one router per kind. TCP and UDP
+routes get a `tcp` or `udp` router on an entrypoint of their own (by their listen port).
 """
 
 from __future__ import annotations
@@ -37,6 +38,11 @@ NOTES_EXACT_PRIORITY = 2
 NOTES_WILDCARD_PRIORITY = 1
 # Guests' HTTPS is self-signed as a rule; pxproxy's own proxy does not verify it either.
 INSECURE_TRANSPORT = "pxproxy-guest-tls"
+# pxproxy's listener with `proxy.tls`: Traefik asks for it by address (no SNI, so the default
+# certificate, whose names are not that address), on what is normally a loopback hop.
+LISTENER_TRANSPORT = "pxproxy-listener-tls"
+
+_SKIP_VERIFY = {"insecureSkipVerify": True}
 
 GateFor = Callable[[RouteConfig], Gate]
 
@@ -74,6 +80,7 @@ def render_traefik(
 ) -> TraefikRender:
     http: dict[str, dict[str, Any]] = {"routers": {}, "services": {}, "middlewares": {}}
     tcp: dict[str, dict[str, Any]] = {"routers": {}, "services": {}}
+    udp: dict[str, dict[str, Any]] = {"routers": {}, "services": {}}
     omitted: list[str] = []
     parked: list[str] = []
     for route in routes.http():
@@ -88,13 +95,17 @@ def render_traefik(
             omitted.append(f"{route.name}: parked, and pxproxy is not listening on it")
         elif target is None:
             parked.append(traefik_service_name(route.config))
-    http_part = {k: v for k, v in http.items() if v}
-    tcp_part = {k: v for k, v in tcp.items() if v}
+    for route in routes.udp():
+        target = _guest_address(route, snapshot, gate_for)
+        if not _add_udp(udp, route, target, options, endpoints):
+            omitted.append(f"{route.name}: parked, and pxproxy is not listening on it")
+        elif target is None:
+            parked.append(traefik_service_name(route.config))
     config: dict[str, Any] = {}
-    if http_part:
-        config["http"] = http_part
-    if tcp_part:
-        config["tcp"] = tcp_part
+    for key, part in (("http", http), ("tcp", tcp), ("udp", udp)):
+        kept = {k: v for k, v in part.items() if v}
+        if kept:
+            config[key] = kept
     return TraefikRender(config, tuple(omitted), tuple(sorted(parked)))
 
 
@@ -125,7 +136,7 @@ def _add_http(
         balancer["servers"] = [{"url": f"{config.scheme}://{target}:{config.port}"}]
         if config.scheme == "https":
             balancer["serversTransport"] = INSECURE_TRANSPORT
-            http["serversTransports"] = {INSECURE_TRANSPORT: {"insecureSkipVerify": True}}
+            http.setdefault("serversTransports", {})[INSECURE_TRANSPORT] = dict(_SKIP_VERIFY)
         prefix = upstream_prefix(config.path_prefix)
         if prefix:
             # pxproxy's proxy prepends the prefix itself: only the direct path needs it.
@@ -137,6 +148,9 @@ def _add_http(
         if url is None:
             return False
         balancer["servers"] = [{"url": url}]
+        if endpoints.tls:
+            balancer["serversTransport"] = LISTENER_TRANSPORT
+            http.setdefault("serversTransports", {})[LISTENER_TRANSPORT] = dict(_SKIP_VERIFY)
     http["services"][service] = {"loadBalancer": balancer}
     base = traefik_router_name(config)
     for index, (rule, priority) in enumerate(_rules(config.host or ())):
@@ -217,4 +231,30 @@ def _add_tcp(
         "entryPoints": [entrypoint],
         "service": service,
     }
+    return True
+
+
+def _add_udp(
+    udp: dict[str, dict[str, Any]],
+    route: Route,
+    target: str | None,
+    options: TraefikOptions,
+    endpoints: ProxyEndpoints,
+) -> bool:
+    """A UDP router has no rule: its entrypoint (one per route) is all it matches on."""
+    config = route.config
+    listen = config.listen or ""
+    if target is not None:
+        address = f"{target}:{config.port}"
+    else:
+        bound = endpoints.udp.get(listen)
+        if bound is None:
+            return False
+        host, port = bound
+        address = f"{url_host(host)}:{port}"
+    _, listen_port = split_address(listen)
+    entrypoint = options.udp_entrypoints.get(listen_port, f"udp-{listen_port}")
+    service = traefik_service_name(config)
+    udp["services"][service] = {"loadBalancer": {"servers": [{"address": address}]}}
+    udp["routers"][traefik_router_name(config)] = {"entryPoints": [entrypoint], "service": service}
     return True

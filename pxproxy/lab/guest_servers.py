@@ -1,4 +1,5 @@
-"""Real network services for running lab guests: HTTP on `ports`, TCP echo on `tcp_ports`.
+"""Real network services for running lab guests: HTTP on `ports`, TCP echo on `tcp_ports`,
+UDP echo on `udp_ports` (every datagram sent back to its sender, as a game server answers).
 
 Each guest listens on its own loopback address. Every connection's bytes are counted into the
 guest's netin/netout at the transport level, so the counters see exactly what crossed the wire.
@@ -142,11 +143,30 @@ class _TcpEcho(asyncio.Protocol):
             self._live.connections.discard(self._transport)
 
 
+class _UdpEcho(asyncio.DatagramProtocol):
+    def __init__(self, guest: LabGuest) -> None:
+        self._guest = guest
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        assert self._transport is not None
+        self._guest.netin += len(data)
+        self._guest.netout += len(data)
+        self._transport.sendto(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        return None  # a sender that went away: the next datagram is another's
+
+
 @dataclass
 class _Listeners:
     runner: web.AppRunner
     servers: list[asyncio.Server] = field(default_factory=list)
     connections: set[asyncio.Transport] = field(default_factory=set)
+    datagrams: list[asyncio.DatagramTransport] = field(default_factory=list)
 
 
 async def _index(request: web.Request) -> web.Response:
@@ -280,6 +300,11 @@ class GuestServers:
             try:
                 for port, factory in factories:
                     live.servers.append(await loop.create_server(factory, guest.ip, port))
+                for port in guest.udp_ports:
+                    transport, _ = await loop.create_datagram_endpoint(
+                        lambda: _UdpEcho(guest), local_addr=(guest.ip, port)
+                    )
+                    live.datagrams.append(transport)
             except BaseException:
                 await self._shutdown(live)
                 raise
@@ -302,6 +327,8 @@ class GuestServers:
     async def _shutdown(live: _Listeners) -> None:
         for server in live.servers:
             server.close()
+        for datagrams in live.datagrams:
+            datagrams.close()  # later datagrams to the port are refused (ICMP unreachable)
         for transport in list(live.connections):
             _reset(transport)
         live.connections.clear()

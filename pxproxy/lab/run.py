@@ -64,7 +64,9 @@ def describe(server: LabServer, out: TextIO) -> None:
         f"  guests (each serves HTTP on its own loopback address while running):\n"
     )
     for g in sorted(server.cluster.guests.values(), key=lambda g: g.vmid):
-        ports = ",".join(str(p) for p in (*g.ports, *g.tcp_ports))
+        ports = ",".join(
+            [*(str(p) for p in (*g.ports, *g.tcp_ports)), *(f"{p}/udp" for p in g.udp_ports)]
+        )
         out.write(f"    {g.id:<10} {g.name:<14} {g.node:<6} {g.status:<8} {g.ip}:{ports}\n")
     out.flush()
 

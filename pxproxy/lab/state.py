@@ -105,6 +105,8 @@ class LabGuest:
     lock: str | None = None
     ports: tuple[int, ...] = (8080,)
     tcp_ports: tuple[int, ...] = ()
+    # UDP echo ports (a game server's): each datagram is sent back to its sender.
+    udp_ports: tuple[int, ...] = ()
     boot_time_s: float = 1.0
     shutdown_time_s: float = 0.3
     fail_start: str | None = None
@@ -271,6 +273,7 @@ _GUEST_KEYS = frozenset(
         "status",
         "ports",
         "tcp_ports",
+        "udp_ports",
         "boot_time_s",
         "shutdown_time_s",
         "fail_start",
@@ -304,6 +307,8 @@ _DEFAULT_NAMES = (
 # Guests the default scenario makes QEMU VMs; the rest are containers.
 _DEFAULT_QEMU = frozenset({"db", "minecraft", "homeassistant", "win11", "ci-runner"})
 _DEFAULT_TCP = {"minecraft": (25565,), "db": (5432,), "git": (2222,)}
+# Minecraft Bedrock's port beside the Java edition's TCP one.
+_DEFAULT_UDP = {"minecraft": (19132,)}
 
 
 class LabCluster:
@@ -364,7 +369,7 @@ class LabCluster:
             node = next(iter(self.nodes))
         if node not in self.nodes:
             raise ValueError(f"guest {vmid}: unknown node {node!r}")
-        for key in ("ports", "tcp_ports"):
+        for key in ("ports", "tcp_ports", "udp_ports"):
             if key in knobs:
                 knobs[key] = tuple(knobs[key])
         if "tags" in knobs:
@@ -447,6 +452,7 @@ class LabCluster:
                 names[i % len(names)],
                 status="stopped" if i % 3 == 2 else "running",
                 tcp_ports=_DEFAULT_TCP.get(base, ()),
+                udp_ports=_DEFAULT_UDP.get(base, ()),
                 boot_time_s=boot_time_s,
                 agent=qemu,
                 tags=("lab", "web")

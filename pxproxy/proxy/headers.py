@@ -5,22 +5,12 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 
-from multidict import CIMultiDict, CIMultiDictProxy
-
 # RFC 9110 §7.6.1 plus the de-facto ones; every Proxy-* header is dropped as well.
 HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"}
 )
-# aiohttp's WebSocket client makes its own handshake; the subprotocol is passed separately.
-WEBSOCKET_HANDSHAKE = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-        "sec-websocket-accept",
-    }
-)
+# Framing and the routed-by Host are the proxy's to write, never the peer's to pass on.
+_DROPPED = frozenset({"host", "content-length", "transfer-encoding"})
 # What a client could forge to pose as someone else; believed only from trusted proxies.
 FORWARDING = frozenset(
     {
@@ -66,15 +56,18 @@ def _in_networks(
     return any(address in net for net in networks)
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+Fields = list[tuple[str, str]]  # header lines in order, names as sent
+
+
+def connection_tokens(fields: Fields) -> set[str]:
     tokens: set[str] = set()
-    for value in headers.getall("Connection", ()):
-        tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    for name, value in fields:
+        if name.lower() == "connection":
+            tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
     return tokens
 
 
-def _is_hop(name: str, named: set[str]) -> bool:
-    lower = name.lower()
+def _is_hop(lower: str, named: set[str]) -> bool:
     return lower in HOP_BY_HOP or lower.startswith("proxy-") or lower in named
 
 
@@ -88,50 +81,60 @@ def _forwarded_node(peer: str) -> str:
 
 
 def upstream_request_headers(
-    incoming: CIMultiDictProxy[str],
+    incoming: Fields,
     *,
+    host: str,
     peer: str | None,
     proto: str,
     trusted: bool,
-    websocket: bool = False,
-) -> CIMultiDict[str]:
-    """The headers to send to the guest: Host kept, hop-by-hop gone, forwarding added."""
-    named = _connection_tokens(incoming)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in incoming.items():
+) -> Fields:
+    """The headers to send to the guest: the one Host the request was routed by, hop-by-hop
+    and framing gone (the proxy frames the body itself), forwarding added."""
+    named = connection_tokens(incoming)
+    out: Fields = [("Host", host)]
+    prior_for: list[str] = []
+    prior: list[str] = []
+    has_proto = has_host = False
+    for name, value in incoming:
         lower = name.lower()
-        if _is_hop(lower, named):
+        if lower in _DROPPED or _is_hop(lower, named):
             continue
-        if websocket and lower in WEBSOCKET_HANDSHAKE:
-            continue
-        if not trusted and lower in FORWARDING:
-            continue
-        out.add(name, value)
-    host = incoming.get("Host")
+        if lower in FORWARDING:
+            if not trusted:
+                continue
+            # Several X-Forwarded-For or Forwarded lines from a trusted chain are one list.
+            if lower == "x-forwarded-for":
+                prior_for.append(value)
+                continue
+            if lower == "forwarded":
+                prior.append(value)
+                continue
+            has_proto = has_proto or lower == "x-forwarded-proto"
+            has_host = has_host or lower == "x-forwarded-host"
+        out.append((name, value))
     client = peer or "unknown"
-    # Several X-Forwarded-For or Forwarded lines from a trusted chain are one list (RFC 9110).
-    prior_for = ", ".join(out.popall("X-Forwarded-For", ()))
-    out["X-Forwarded-For"] = f"{prior_for}, {client}" if prior_for else client
+    joined_for = ", ".join(prior_for)
+    out.append(("X-Forwarded-For", f"{joined_for}, {client}" if joined_for else client))
     # A trusted outer proxy saw the original scheme and host; keep its word for them.
-    out.setdefault("X-Forwarded-Proto", proto)
-    if host is not None:
-        out.setdefault("X-Forwarded-Host", host)
+    if not has_proto:
+        out.append(("X-Forwarded-Proto", proto))
+    if not has_host:
+        out.append(("X-Forwarded-Host", host))
     if not trusted:
-        out["X-Real-IP"] = client
-    element = f"for={_forwarded_node(client) if peer else 'unknown'}"
-    if host is not None:
-        element += f";host={_quote(host)}"
+        out.append(("X-Real-IP", client))
+    element = f"for={_forwarded_node(client) if peer else 'unknown'};host={_quote(host)}"
     element += f";proto={proto}"
-    prior = ", ".join(out.popall("Forwarded", ()))
-    out["Forwarded"] = f"{prior}, {element}" if prior else element
+    joined = ", ".join(prior)
+    out.append(("Forwarded", f"{joined}, {element}" if joined else element))
     return out
 
 
-def client_response_headers(upstream: CIMultiDictProxy[str]) -> CIMultiDict[str]:
-    """The guest's response headers minus hop-by-hop ones; repeated ones (Set-Cookie) kept."""
-    named = _connection_tokens(upstream)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
-        if not _is_hop(name, named):
-            out.add(name, value)
-    return out
+def client_response_headers(upstream: Fields) -> Fields:
+    """The guest's response headers minus hop-by-hop and framing ones (the proxy frames the
+    body itself); repeated ones (Set-Cookie) kept."""
+    named = connection_tokens(upstream)
+    return [
+        (name, value)
+        for name, value in upstream
+        if (lower := name.lower()) not in _DROPPED and not _is_hop(lower, named)
+    ]

@@ -40,6 +40,11 @@ class Upstream(NamedTuple):
     scheme: str
 
     @property
+    def address(self) -> str:
+        """The host to connect to: IPv6 without brackets."""
+        return self.host[1:-1] if self.host.startswith("[") else self.host
+
+    @property
     def origin(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}"
 

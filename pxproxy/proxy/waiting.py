@@ -6,19 +6,23 @@ awake, so they only learn whether it is up.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import contextlib
 import ipaddress
 import json
-
-from aiohttp import web
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from ..config.models import HealthCheckRules
 from ..error_table import problem_for
-from ..listeners.server_header import SERVER_NAME
-from ..problems import render
 from ..shutdown import DaemonStopping, Stopping
 from ..wake.contract import Gate, WakeError, WakeProgress, WakeState
 from . import loading_page
+from .replies import Reply, html_reply, problem, problem_reply, text_reply
+from .request import ClientRequest
+from .server import ClientConnection
 
 INTERNAL_PREFIX = "/.pxproxy/"
 # How soon a browser that ignores the page's script should try again.
@@ -60,16 +64,35 @@ class HealthChecks:
         return known
 
 
-def wants_html(request: web.BaseRequest) -> bool:
+def header(request: ClientRequest, name: str) -> str | None:
+    """The first value of a request header (`name` in lowercase)."""
+    for field, value in request.fields:
+        if field.lower() == name:
+            return value
+    return None
+
+
+def wants_html(request: ClientRequest) -> bool:
     """A browser navigating: it can show a page, so it gets one instead of waiting blind."""
-    return request.method == "GET" and "text/html" in request.headers.get("Accept", "")
+    return request.method == "GET" and "text/html" in (header(request, "accept") or "")
 
 
-def wake_failed(exc: WakeError, *, guest: str, host: str) -> web.Response:
-    return render(problem_for(exc, guest=guest, host=host))
+def wake_failed(exc: WakeError, *, guest: str, host: str) -> Reply:
+    return problem_reply(problem_for(exc, guest=guest, host=host))
 
 
-def loading(*, name: str, host: str, gate: Gate) -> web.Response:
+def asleep_for_health_check(exc: WakeError, *, guest: str, host: str) -> Reply:
+    return problem(
+        503,
+        "Guest asleep",
+        f"{exc.message} (health checks do not wake guests)",
+        headers={"Retry-After": "30", "Cache-Control": "no-store"},
+        guest=guest,
+        host=host,
+    )
+
+
+def loading(*, name: str, host: str, gate: Gate) -> Reply:
     """The page, at once: status 503 so nothing caches or indexes it as the site."""
     state = gate.state
     failed = state is WakeState.FAILED
@@ -80,15 +103,47 @@ def loading(*, name: str, host: str, gate: Gate) -> web.Response:
         step="the guest could not be started" if failed else "starting",
         error=None,
     )
-    return web.Response(
-        status=503,
-        text=text,
-        content_type="text/html",
-        headers={
-            "Retry-After": str(LOADING_RETRY_AFTER_S),
-            "Cache-Control": "no-store",
-        },
+    return html_reply(
+        503,
+        text,
+        headers=(("Retry-After", str(LOADING_RETRY_AFTER_S)), ("Cache-Control", "no-store")),
     )
+
+
+def stopping_problem(*, guest: str | None = None, host: str | None = None) -> Reply:
+    """A request that was still waiting for its guest when pxproxy began to stop."""
+    return problem_reply(problem_for(DaemonStopping(), guest=guest, host=host), close=True)
+
+
+def handshake_refusal(request: ClientRequest) -> Reply | None:
+    """The client's side of the opening handshake (RFC 6455 4.2.1), or the answer to a bad one."""
+    if not request.http11:
+        return text_reply(400, "a WebSocket handshake needs HTTP/1.1\n")
+    if (header(request, "sec-websocket-version") or "").strip() != "13":
+        return text_reply(
+            426,
+            "this server speaks WebSocket version 13\n",
+            headers=(("Sec-WebSocket-Version", "13"),),
+        )
+    key = (header(request, "sec-websocket-key") or "").strip()
+    try:
+        valid = len(base64.b64decode(key, validate=True)) == 16
+    except (binascii.Error, ValueError):
+        valid = False
+    if not valid:
+        return text_reply(400, "Sec-WebSocket-Key must be 16 bytes in base64\n")
+    return None
+
+
+_EVENTS_HEAD = (
+    b"HTTP/1.1 200 OK\r\nServer: pxproxy\r\nContent-Type: text/event-stream\r\n"
+    b"Cache-Control: no-store\r\nX-Accel-Buffering: no\r\n"  # no buffering in front of us
+    b"Transfer-Encoding: chunked\r\n"
+)
+
+
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%b\r\n" % (len(data), data)
 
 
 def _event(progress: WakeProgress) -> bytes:
@@ -98,38 +153,66 @@ def _event(progress: WakeProgress) -> bytes:
     return f"data: {data}\n\n".encode()
 
 
-async def wake_events(
-    request: web.BaseRequest, gate: Gate, stopping: Stopping
-) -> web.StreamResponse:
+class WakeEvents:
     """Server-Sent Events of the wake's progress, ending when the guest is ready or failed,
-    or when pxproxy stops (the page reconnects to the next instance).
-    Watching never wakes anything: the wake was started when the page was served."""
-    resp = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream",
-            "Cache-Control": "no-store",
-            # nginx and friends in front of us must not buffer the stream.
-            "X-Accel-Buffering": "no",
-            "Server": SERVER_NAME,
-        }
-    )
-    await resp.prepare(request)
-    await resp.write(b"retry: 2000\n\n")
-    with contextlib.suppress(DaemonStopping):
-        await stopping.race(_relay_progress(resp, gate))
-    await resp.write_eof()
-    return resp
+    or when pxproxy stops (the page reconnects to the next instance). Watching never wakes
+    anything: the wake was started when the page was served."""
 
+    def __init__(
+        self,
+        conn: ClientConnection,
+        gate: Gate,
+        stopping: Stopping,
+        spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
+    ) -> None:
+        self._spawn = spawn
+        self._conn = conn
+        self._gate = gate
+        self._stopping = stopping
+        self._writable = asyncio.Event()
+        self._writable.set()
+        self._task: asyncio.Task[None] | None = None
 
-async def _relay_progress(resp: web.StreamResponse, gate: Gate) -> None:
-    async for progress in gate.progress():
-        await resp.write(_event(progress))
-        if progress.state in (WakeState.READY, WakeState.FAILED):
-            return
+    def start(self) -> None:
+        request = self._conn.request
+        keep = request is not None and request.keep_alive and not self._conn.stopping
+        self._keep = keep
+        self._conn.write(_EVENTS_HEAD + (b"\r\n" if keep else b"Connection: close\r\n\r\n"))
+        self._conn.write(_chunk(b"retry: 2000\n\n"))
+        self._task = self._spawn(self._relay(), "pxproxy-wake-events")
 
+    async def _relay(self) -> None:
+        with contextlib.suppress(DaemonStopping):
+            await self._stopping.race(self._follow())
+        self._task = None
+        self._conn.write(b"0\r\n\r\n")
+        self._conn.finish(keep_alive=self._keep)
 
-def stopping_problem(*, guest: str | None = None, host: str | None = None) -> web.Response:
-    """A request that was still waiting for its guest when pxproxy began to stop."""
-    response = render(problem_for(DaemonStopping(), guest=guest, host=host))
-    response.force_close()
-    return response
+    async def _follow(self) -> None:
+        async for progress in self._gate.progress():
+            if self._conn.writing_paused:
+                self._writable.clear()
+                await self._writable.wait()
+            self._conn.write(_chunk(_event(progress)))
+            if progress.state in (WakeState.READY, WakeState.FAILED):
+                return
+
+    def client_body(self, data: bytes) -> None:
+        return None
+
+    def client_body_end(self) -> None:
+        return None
+
+    def client_flush(self) -> None:
+        return None
+
+    def client_writable(self) -> None:
+        self._writable.set()
+
+    def client_lost(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def stop(self) -> None:
+        return None  # the relay races the stop signal itself

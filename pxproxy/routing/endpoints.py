@@ -1,8 +1,8 @@
 """Where other proxies reach pxproxy's own listeners while a guest sleeps.
 
 `integrations.proxy_address` when set; otherwise the proxy listener's bound address, with a
-wildcard host (0.0.0.0, ::) replaced by the loopback address of its family. TCP routes are
-reached at their own listen addresses, likewise.
+wildcard host (0.0.0.0, ::) replaced by the loopback address of its family. TCP and UDP
+routes are reached at their own listen addresses, likewise.
 """
 
 from __future__ import annotations
@@ -25,18 +25,26 @@ class ProxyEndpoints:
     http: tuple[str, int] | None = None
     # TCP route listen address as configured ("0.0.0.0:25565") -> (host, port) bound.
     tcp: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    # UDP route listen address as configured -> (host, port) bound.
+    udp: Mapping[str, tuple[str, int]] = field(default_factory=dict)
+    # The proxy listener speaks TLS (`proxy.tls`): its URL is https.
+    tls: bool = False
 
     def http_url(self) -> str | None:
         if self.http is None:
             return None
         host, port = self.http
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def endpoints_for(
     proxy_address: str | None,
     http_bound: tuple[str, int] | None,
     tcp_bound: Mapping[str, tuple[str, int]],
+    udp_bound: Mapping[str, tuple[str, int]] | None = None,
+    *,
+    tls: bool = False,
 ) -> ProxyEndpoints:
     """The endpoints as other proxies should use them, from what the daemon bound."""
     http: tuple[str, int] | None = None
@@ -46,4 +54,5 @@ def endpoints_for(
     elif http_bound is not None:
         http = (reachable(http_bound[0]), http_bound[1])
     tcp = {listen: (reachable(h), p) for listen, (h, p) in tcp_bound.items()}
-    return ProxyEndpoints(http, tcp)
+    udp = {listen: (reachable(h), p) for listen, (h, p) in (udp_bound or {}).items()}
+    return ProxyEndpoints(http, tcp, udp, tls=tls)

@@ -6,14 +6,16 @@ Precedence, stopping at the first that applies:
    forward to. When the ref matches no guest (or several), that is the answer too: another guest
    that merely shares the name is not what the proxy serves;
 2. otherwise `Snapshot.lookup_host`: guest name, first label, aliases, node names, node aliases.
+A `host` the proxy would refuse (not a valid `uri-host[:port]`) matches nothing at all; a port
+is ignored, as the proxy ignores it.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from ..inventory.snapshot import Match, Snapshot
-from .hosts import RouteMatch, RouteTable
+from ..inventory.snapshot import NO_MATCH, Match, Snapshot
+from .hosts import RouteMatch, RouteTable, normalise_host
 
 
 class HostLookup(NamedTuple):
@@ -22,7 +24,10 @@ class HostLookup(NamedTuple):
 
 
 def lookup_host(routes: RouteTable, snapshot: Snapshot, host: str) -> HostLookup:
-    found = routes.match(host)
+    name = normalise_host(host)
+    if not name:
+        return HostLookup(NO_MATCH, None)
+    found = routes.match_name(name)
     if found is not None:
         return HostLookup(snapshot.lookup_ref(found.route.guest), found)
-    return HostLookup(snapshot.lookup_host(host), None)
+    return HostLookup(snapshot.lookup_host(name), None)

@@ -3,6 +3,8 @@ route a host name belongs to, for the proxy (Host header) and for `GET /api/v1/l
 
 Exact names win over wildcards; among wildcards the longest suffix wins, so `*.a.example.com`
 beats `*.example.com` for `x.a.example.com`. Lookups are dict accesses, one per label.
+A host that is not a valid `uri-host[:port]` (host_syntax.py) matches nothing, so neither
+`.a.example.com` nor `x..a.example.com` is taken for `*.a.example.com`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from collections.abc import Iterable
 from typing import NamedTuple
 
 from ..config.models import RouteConfig
+from .host_syntax import BadAuthority, ipv6_host, parse_host
 
 __all__ = ["RouteMatch", "RouteTable", "normalise_host"]
 
@@ -22,15 +25,13 @@ class RouteMatch(NamedTuple):
 
 
 def normalise_host(value: str) -> str:
-    """ "Wiki.Example.COM.:8443" -> "wiki.example.com"; "[::1]:80" -> "::1"."""
-    text = value.strip()
-    if text.startswith("["):
-        end = text.find("]")
-        return text[1:end].lower() if end > 0 else ""
-    # More than one colon and no brackets: a bare IPv6 literal, no port to strip.
-    if text.count(":") == 1:
-        text = text.split(":", 1)[0]
-    return text.rstrip(".").lower()
+    """ "Wiki.Example.COM.:8443" -> "wiki.example.com"; "[::1]:80" -> "::1"; "" for what is
+    not a host (parse_host's rules). A bare IPv6 address, which no Host header may carry, is
+    taken too: the API's `?host=` is given one."""
+    try:
+        return parse_host(value).host
+    except BadAuthority:
+        return ipv6_host(value.strip()) or ""
 
 
 class RouteTable:
@@ -56,8 +57,14 @@ class RouteTable:
         return list(self._all)
 
     def match(self, host_header: str) -> RouteMatch | None:
-        host = normalise_host(host_header)
-        if not host:
+        """The route for a Host value (port, case and a trailing dot ignored)."""
+        return self.match_name(normalise_host(host_header))
+
+    def match_name(self, host: str) -> RouteMatch | None:
+        """The route for a host already in routing form (`Authority.host`)."""
+        # Cheap guards, kept even though parse_host refuses these: a wildcard must never
+        # be reached through an empty label.
+        if not host or host[0] == "." or host[-1] == "." or ".." in host:
             return None
         found = self._exact.get(host)
         if found is not None:

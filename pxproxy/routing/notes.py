@@ -17,7 +17,8 @@ A single route's keys may stand in place of `routes:`. The keys are a config rou
 Anyone who may edit a guest's notes writes this text, so it is read defensively: the notes are
 scanned line by line (no backtracking regex) up to a size limit, the block is limited to 8 KiB,
 YAML is read with safe_load's types and without anchors or aliases (notes_yaml.py), and a
-guest's notes may not make pxproxy start other guests (`idle.depends_on`). Every problem is a
+guest's notes may not make pxproxy start other guests (`idle.depends_on`) nor run commands in
+the guest (`idle.before_stop`, which runs as root there). Every problem is a
 `NotesError` whose message names the key path, as the config's errors do.
 """
 
@@ -285,6 +286,15 @@ def _route(
                 key_path((*loc, "idle", "depends_on")),
                 "not allowed in notes: a guest's notes cannot make pxproxy start other "
                 "guests; declare this route in pxproxy's config instead",
+            )
+        )
+        refused = True
+    if isinstance(idle, Mapping) and "before_stop" in idle:
+        problems.append(
+            Problem(
+                key_path((*loc, "idle", "before_stop")),
+                "not allowed in notes: whoever may edit a guest's notes could run any "
+                "command as root in the guest; declare this route in pxproxy's config instead",
             )
         )
         refused = True

@@ -22,10 +22,10 @@ Origin = Literal["config", "notes"]
 
 
 def route_name(route: RouteConfig) -> str:
-    """How logs and metrics name a route: its hosts, or `tcp:` and its listen address."""
+    """How logs and metrics name a route: its hosts, or `tcp:`/`udp:` and its listen address."""
     if route.host:
         return ",".join(route.host)
-    return f"tcp:{route.listen}"
+    return f"{route.protocol}:{route.listen}"
 
 
 @functools.lru_cache(maxsize=1024)  # the proxy asks on every request
@@ -87,15 +87,20 @@ class RouteSet:
         return [r for r in self.routes if r.config.host]
 
     def tcp(self) -> list[Route]:
-        return [r for r in self.routes if r.config.listen]
+        return [r for r in self.routes if r.config.listen and r.config.protocol == "tcp"]
+
+    def udp(self) -> list[Route]:
+        return [r for r in self.routes if r.config.listen and r.config.protocol == "udp"]
 
 
 def _claims(route: RouteConfig) -> list[str]:
     if route.host:
         return [f"host {h.rstrip('.').lower()}" for h in route.host]
     # By port, whatever the address: a declared route may not take a port on another
-    # address either (0.0.0.0 would clash with every one of them).
-    return [f"port {(route.listen or '').rsplit(':', 1)[-1]}"]
+    # address either (0.0.0.0 would clash with every one of them). TCP and UDP ports are
+    # apart: a game's TCP and UDP routes may share a number.
+    port = (route.listen or "").rsplit(":", 1)[-1]
+    return [f"udp port {port}" if route.protocol == "udp" else f"port {port}"]
 
 
 def _covering_wildcard(host: str, wildcards: Mapping[str, str]) -> str | None:
@@ -110,8 +115,10 @@ def _covering_wildcard(host: str, wildcards: Mapping[str, str]) -> str | None:
 
 def _refusal(route: RouteConfig, policy: NotesPolicy, wildcards: Mapping[str, str]) -> str | None:
     """Why a declared route may not be served, whatever other guests declare."""
-    if route.listen is not None and not policy.tcp:
+    if route.listen is not None and route.protocol == "tcp" and not policy.tcp:
         return "TCP routes from notes are off (notes: {tcp: true} allows them)"
+    if route.listen is not None and route.protocol == "udp" and not policy.udp:
+        return "UDP routes from notes are off (notes: {udp: true} allows them)"
     for host in route.host or ():
         if not policy.allows_host(host):
             return f"host {host} is not allowed by notes.hosts ({', '.join(policy.hosts)})"
@@ -155,7 +162,10 @@ def merge(
         for h in r.host or ()
         if h.startswith("*.")
     }
-    owners: dict[str, str] = {f"port {p}": what for p, what in (reserved or {}).items()}
+    # pxproxy's own ports are kept from declared routes of either protocol.
+    owners: dict[str, str] = {
+        f"{kind}port {p}": what for p, what in (reserved or {}).items() for kind in ("", "udp ")
+    }
     for route in routes:
         for claim in _claims(route.config):
             owners.setdefault(claim, f"config route {route.name}")
@@ -208,8 +218,8 @@ class RouteStore:
 
     def __init__(self, initial: RouteSet | None = None) -> None:
         self._current = initial or RouteSet()
-        # Ports of pxproxy's own listeners, which no declared TCP route may take, and what
-        # declared routes may be (the config's `notes:`).
+        # Ports of pxproxy's own listeners, which no declared TCP or UDP route may take, and
+        # what declared routes may be (the config's `notes:`).
         self.reserved: dict[int, str] = {}
         self.policy = NotesPolicy()
         self._published = asyncio.Event()

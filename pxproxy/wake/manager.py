@@ -14,6 +14,7 @@ from ..inventory.snapshot import Snapshot
 from ..routing.route_set import route_name
 from ..shutdown import cancel_and_wait
 from ..state.store import SavedState, guest_key
+from .before_stop import GuestCommands
 from .contract import ALWAYS_READY, Gate, WakeState
 from .power import PowerControl
 from .readiness import Probe, probe_for
@@ -30,7 +31,7 @@ ProbeFactory = Callable[[IdleConfig, RouteConfig], Probe]
 
 
 def default_probe(idle: IdleConfig, route: RouteConfig) -> Probe:
-    return probe_for(idle, route.scheme)
+    return probe_for(idle, route.scheme, route.protocol)
 
 
 class DependencyCycleError(ValueError):
@@ -59,8 +60,10 @@ class WakeManager:
         check_interval_s: float = IDLE_CHECK_INTERVAL_S,
         probe_interval_s: float = PROBE_INTERVAL_S,
         sync_grace_s: float = SYNC_GRACE_S,
+        commands: GuestCommands | None = None,
     ) -> None:
         self.stats = WakeStats()
+        self._commands = commands  # runs idle.before_stop (None: it fails, the stop goes on)
         self._routes: tuple[RouteConfig, ...] = ()
         self._inventory = inventory
         self._power = power
@@ -145,6 +148,7 @@ class WakeManager:
             probe_interval_s=self._probe_interval_s,
             sync_grace_s=self._sync_grace_s,
             bind=self._bound,
+            commands=self._commands,
         )
         if route is not None:
             waker.scheme = route.scheme

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import time
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 import aiohttp
@@ -16,6 +19,12 @@ from ..config.models import IdleConfig
 
 # One attempt must not eat the whole wake budget; a booting guest often drops SYNs silently.
 ATTEMPT_TIMEOUT_S = 1.0
+# A closed UDP port answers an ICMP port unreachable at once; silence this long means that
+# something holds the port (game servers ignore an empty datagram rather than answer it).
+UDP_SILENCE_S = 0.3
+# Hosts rate-limit their ICMP errors (Linux: one a second per peer after a burst of six):
+# probing faster would take a suppressed "unreachable" for silence, that is for ready.
+UDP_PROBE_SPACING_S = 1.0
 
 
 class Probe(Protocol):
@@ -46,6 +55,49 @@ class TcpProbe:
         with contextlib.suppress(OSError):
             await writer.wait_closed()
         return True
+
+    async def close(self) -> None:
+        return None
+
+
+class UdpProbe:
+    """Ready when an empty datagram to the port is not refused within UDP_SILENCE_S (or is
+    answered). A guest whose network is not up yet is silent too; the waker asks only once
+    the power task succeeded, and game clients resend what went unanswered."""
+
+    def __init__(
+        self,
+        *,
+        silence_s: float = UDP_SILENCE_S,
+        spacing_s: float = UDP_PROBE_SPACING_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._silence_s = silence_s
+        self._spacing_s = spacing_s
+        self._clock = clock
+        self._sent_at = float("-inf")
+
+    async def check(self, host: str, port: int) -> bool:
+        wait = self._sent_at + self._spacing_s - self._clock()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._sent_at = self._clock()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            # Connected: the kernel hands this socket the ICMP error of its datagram.
+            sock.connect((host, port))
+            sock.send(b"")
+            async with asyncio.timeout(self._silence_s):
+                await asyncio.get_running_loop().sock_recv(sock, 1)
+        except TimeoutError:  # before OSError, of which it is one
+            return True
+        except OSError:  # refused (nothing bound), host or network unreachable
+            return False
+        finally:
+            sock.close()
+        return True  # answered
 
     async def close(self) -> None:
         return None
@@ -91,8 +143,13 @@ class HttpProbe:
             self._session = None
 
 
-def probe_for(idle: IdleConfig, scheme: Literal["http", "https"] = "http") -> Probe:
-    """The probe an idle config asks for: HTTP when `ready.http` is set, else TCP connect."""
+def probe_for(
+    idle: IdleConfig,
+    scheme: Literal["http", "https"] = "http",
+    protocol: Literal["tcp", "udp"] = "tcp",
+) -> Probe:
+    """The probe an idle config asks for: HTTP when `ready.http` is set, else a TCP connect,
+    or for a UDP route a datagram that is not refused."""
     if idle.ready.http:
         return HttpProbe(idle.ready.http, scheme=scheme)
-    return TcpProbe()
+    return UdpProbe() if protocol == "udp" else TcpProbe()

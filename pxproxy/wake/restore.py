@@ -31,8 +31,8 @@ class GuestStatusApi(Protocol):
 
 
 def route_key(route: RouteConfig) -> str:
-    """The store's name for a route: its first host, or `tcp:` and its listen address."""
-    return route.host[0].lower() if route.host else f"tcp:{route.listen}"
+    """The store's name for a route: its first host, or `tcp:`/`udp:` and its listen address."""
+    return route.host[0].lower() if route.host else f"{route.protocol}:{route.listen}"
 
 
 def routes_of(routes: Sequence[RouteConfig], gates: Sequence[Gate]) -> dict[Waker, list[str]]:

@@ -29,6 +29,11 @@ class WakeStats:
     idle_stop_failures: int = 0
     # Wakes that failed because Proxmox went away, found running and serving by the next poll.
     wakes_settled: int = 0
+    # idle.before_stop: commands begun; those that failed (non-zero exit, timeout, no exec
+    # path; the stop went ahead); stops abandoned because the guest was used meanwhile.
+    before_stops: int = 0
+    before_stop_failures: int = 0
+    before_stops_abandoned: int = 0
     wake_durations_s: deque[float] = field(default_factory=lambda: deque(maxlen=RECENT_DURATIONS))
     failures_by_guest: dict[str, int] = field(default_factory=dict)
     idle_stops_by_guest: dict[str, int] = field(default_factory=dict)
@@ -53,3 +58,12 @@ class WakeStats:
 
     def idle_stop_failed(self, guest: str) -> None:
         self.idle_stop_failures += 1
+
+    def before_stop_started(self, guest: str) -> None:
+        self.before_stops += 1
+
+    def before_stop_failed(self, guest: str) -> None:
+        self.before_stop_failures += 1
+
+    def before_stop_abandoned(self, guest: str) -> None:
+        self.before_stops_abandoned += 1

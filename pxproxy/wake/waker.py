@@ -14,11 +14,12 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from ..config.models import IdleConfig
+from ..config.models import BeforeStop, IdleConfig
 from ..inventory.model import Guest
 from ..inventory.snapshot import Snapshot
 from ..pve.errors import PveError
 from ..state.store import Circuit, SavedState, Sleep, guest_key
+from .before_stop import BeforeStopProgress, BeforeStopRun, GuestCommands
 from .contract import WakeError, WakeProgress, WakeState, WakeTimeout
 from .power import PowerControl, PowerError, PowerOutcomeUnknown, guest_label, power_error
 from .readiness import Probe
@@ -123,6 +124,7 @@ class Waker:
         sync_grace_s: float = SYNC_GRACE_S,
         wall: Callable[[], float] = time.time,
         bind: Callable[[Waker], Waker] | None = None,
+        commands: GuestCommands | None = None,
     ) -> None:
         self.ref = ref
         # The manager's binding: the waker that owns the guest this ref names now (self, or
@@ -182,6 +184,11 @@ class Waker:
         # A power action of the API (what the inventory should show, until when): the change
         # is pxproxy's own, not one made outside.
         self._noted: tuple[Literal["running", "stopped"], float] | None = None
+        # idle.before_stop: the one under way (command, then grace), and every command task
+        # still running, also of one abandoned meanwhile (closed with the waker).
+        self._commands = commands
+        self._before: BeforeStopRun | None = None
+        self._command_tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ Gate
 
@@ -299,17 +306,40 @@ class Waker:
         self._follow(found, initial=False)
 
     def check_idle(self) -> None:
-        """Stop the guest when it sat idle long enough; called about once a second."""
+        """Stop the guest when it sat idle long enough, after its before_stop (command, then
+        grace) if it has one; called about once a second."""
         if self.idle is None or self.state is not WakeState.READY:
+            self._before = None  # no longer ours to stop (retired, stopped, waking)
             return
         now = self._clock()
         if self._holds > 0 or any(d.awake for d in self.dependents):
             # Busy, or needed by an awake dependent: the idle clock starts once that ends.
             self._last_activity = now
             self.busy_checks += 1
+            self._abandon_before_stop("a connection is open")
+            return
+        before = self._before
+        if before is not None:
+            if self._last_activity != before.activity_mark:
+                self._abandon_before_stop("it was used")
+            elif before.due():
+                self._before = None
+                self._begin_stop()
             return
         if now - self._last_activity >= self.idle.timeout:
-            self._begin_stop()
+            if self.idle.before_stop is None:
+                self._begin_stop()
+            else:
+                self._begin_before_stop(self.idle.before_stop)
+
+    @property
+    def before_stop(self) -> BeforeStopProgress | None:
+        """The before_stop under way (its command, or the grace left), if any."""
+        if self._merged is not None:
+            return self._merged.before_stop
+        if self._before is None or self.state is not WakeState.READY:
+            return None
+        return self._before.progress()
 
     def note_power_action(self, action: str) -> None:
         """The power API ran `action` on this guest: the change the inventory shows next is
@@ -318,6 +348,10 @@ class Waker:
             "running" if action in ("start", "resume", "reboot") else "stopped"
         )
         self._noted = (shows, self._clock() + self._sync_grace_s)
+        if self._before is not None:
+            # The operator acts on the guest: no stop of ours now; idle again from here.
+            self._last_activity = self._clock()
+            self._abandon_before_stop(f"{action} through pxproxy's power API")
         self._expected = None
         self._sync_deadline = float("-inf")
         if action in ("start", "resume", "stop", "shutdown"):
@@ -502,7 +536,8 @@ class Waker:
     async def close(self) -> None:
         """Cancel and await what this waker runs; release its probe."""
         self._restored.set()
-        tasks = (self._wake_task, self._stop_task, self._late_task)
+        self._before = None
+        tasks = (self._wake_task, self._stop_task, self._late_task, *self._command_tasks)
         for task in tasks:
             if task is not None and not task.done():
                 task.cancel()
@@ -841,6 +876,43 @@ class Waker:
     def _has_address(self, snapshot: Snapshot) -> bool:
         found = resolve_guest(snapshot, self.ref)
         return isinstance(found, str) or bool(found.ips)
+
+    def _begin_before_stop(self, settings: BeforeStop) -> None:
+        """The idle deadline passed: run the command now; the stop comes `grace` after it
+        ends, unless the guest is used meanwhile (`check_idle`)."""
+        assert self.idle is not None
+        log.info(
+            "idle-watch: %s idle for %gs: running its before_stop, then waiting %gs",
+            self.ref,
+            self.idle.timeout,
+            settings.grace,
+            extra=self._fields(idle_s=self.idle.timeout, grace_s=settings.grace),
+        )
+        run = BeforeStopRun(
+            self.ref,
+            resolve_guest(self._inventory.snapshot, self.ref),
+            settings,
+            self._commands,
+            activity_mark=self._last_activity,
+            clock=self._clock,
+            stats=self._stats,
+            fields=self._fields(),
+        )
+        self._before = run
+        self._command_tasks.add(run.task)
+        run.task.add_done_callback(self._command_tasks.discard)
+
+    def _abandon_before_stop(self, why: str) -> None:
+        before, self._before = self._before, None
+        if before is None:
+            return
+        self._stats.before_stop_abandoned(self.ref)
+        log.info(
+            "idle-watch: %s is in use again during its before_stop (%s): not stopped",
+            self.ref,
+            why,
+            extra=self._fields(reason=why),
+        )
 
     def _begin_stop(self) -> None:
         self._set(WakeState.STOPPING, "stopping")

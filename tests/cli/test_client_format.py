@@ -66,6 +66,22 @@ def test_routes_table_tcp_and_http() -> None:
     ]
 
 
+def test_routes_table_shows_a_before_stop_under_way() -> None:
+    idle = {"stop_method": "shutdown", "timeout_s": 1800}
+    text = routes_table(
+        [
+            {"listen": "0.0.0.0:25565", "guest": "mc", "port": 25565, "idle": idle,
+             "state": "ready", "stopping": {"step": "grace", "stopping_in_s": 41.2}},
+            {"listen": "0.0.0.0:2456", "guest": "vh", "port": 2456, "idle": idle,
+             "state": "ready", "stopping": {"step": "command", "stopping_in_s": None}},
+            {"listen": "0.0.0.0:2457", "guest": "x", "port": 2457, "idle": idle,
+             "state": "ready", "stopping": None},
+        ]
+    )  # fmt: skip
+    states = [line.split("  ")[-1].strip() for line in text.splitlines()[1:]]
+    assert states == ["ready (stopping in 42s)", "ready (before_stop running)", "ready"]
+
+
 @pytest.mark.parametrize(
     ("query", "kind"),
     [

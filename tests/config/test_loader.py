@@ -189,7 +189,7 @@ routes:
 
 def test_route_needs_host_or_listen() -> None:
     text = MINIMAL + "routes:\n  - {guest: a, port: 80}\n"
-    assert error_lines(text) == ["routes[0]: a route has either host (HTTP) or listen (TCP)"]
+    assert error_lines(text) == ["routes[0]: a route has either host (HTTP) or listen (TCP or UDP)"]
 
 
 def test_bad_route_host_is_named() -> None:

@@ -242,7 +242,7 @@ def test_srv_answers_the_port_with_the_target_address() -> None:
         "_65536._tcp.wiki.pve.internal",
         "_080._tcp.wiki.pve.internal",
         "_http._tcp.wiki.pve.internal",
-        "_80._udp.wiki.pve.internal",
+        "_80._sctp.wiki.pve.internal",  # only _tcp and _udp
         "_80._tcp.nope.pve.internal",
         "_tcp.nope.pve.internal",
     ],

@@ -18,7 +18,6 @@ from pxproxy.inventory.snapshot import ClusterSnapshot
 from pxproxy.inventory.store import Inventory
 from pxproxy.lab.guest_servers import GuestServers
 from pxproxy.lab.state import LabCluster, LabGuest
-from pxproxy.listeners.serve import listen
 from pxproxy.proxy.http import HttpProxy
 from pxproxy.proxy.routes import RouteTable
 from pxproxy.shutdown import Stopping
@@ -97,18 +96,7 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
             stopping=stopping,
         )
         stack.push_async_callback(proxy.close)
-        runner = proxy.make_runner(shutdown_timeout=1.0)
-        await runner.setup()
-        stack.push_async_callback(runner.cleanup)
-        # Through the listener's head guard, as the daemon serves it.
-        listener = await listen(
-            runner,
-            HOST,
-            0,
-            name="proxy",
-            limits=proxy.head_limits(),
-            handler=proxy.handler_kwargs(),
-        )
+        listener = await proxy.listen(HOST, 0)
         stack.callback(listener.close)
         return RunningProxy(proxy, f"http://{HOST}:{listener.port}", inventory, metrics)
 

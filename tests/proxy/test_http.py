@@ -315,8 +315,14 @@ async def test_malformed_requests_get_400_and_proxy_keeps_serving(
     huge = b"GET / HTTP/1.1\r\nHost: wiki.test\r\nX-Big: " + b"a" * 4096 + b"\r\n\r\n"
     too_big = await raw_exchange(px.url, huge)
     assert too_big[:12] in (*BAD_REQUEST, b"HTTP/1.1 431")
-    absolute = await raw_exchange(
+    # One authority per request (RFC 9112 §3.2.2): a target naming another host than Host
+    # would be routed one way here and another way further on.
+    conflicting = await raw_exchange(
         px.url, b"GET http://wiki.test/healthz HTTP/1.1\r\nHost: ignored\r\n\r\n"
+    )
+    assert conflicting.startswith(b"HTTP/1.1 400")
+    absolute = await raw_exchange(
+        px.url, b"GET http://wiki.test/healthz HTTP/1.1\r\nHost: wiki.test\r\n\r\n"
     )
     assert absolute.startswith(b"HTTP/1.1 200")
     assert absolute.endswith(b"ok")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from pxproxy.inventory.snapshot import ClusterSnapshot, Snapshot
 from pxproxy.proxy.headers import (
@@ -78,8 +78,12 @@ def test_resolve_reports_unknown_ambiguous_and_no_address() -> None:
     assert resolve(snap, v6).origin == "https://[fd00::4]:443"
 
 
-def _headers(*pairs: tuple[str, str]) -> CIMultiDictProxy[str]:
-    return CIMultiDictProxy(CIMultiDict(pairs))
+def _headers(*pairs: tuple[str, str]) -> list[tuple[str, str]]:
+    return list(pairs)
+
+
+def _view(fields: list[tuple[str, str]]) -> CIMultiDict[str]:
+    return CIMultiDict(fields)
 
 
 def test_untrusted_forwarding_headers_are_replaced_and_hop_by_hop_dropped() -> None:
@@ -96,8 +100,12 @@ def test_untrusted_forwarding_headers_are_replaced_and_hop_by_hop_dropped() -> N
         ("X-Real-IP", "6.6.6.6"),
         ("Cookie", "a=1"),
     )
-    out = upstream_request_headers(incoming, peer="::1", proto="http", trusted=False)
-    assert out["Host"] == "wiki.test"
+    fields = upstream_request_headers(
+        incoming, host="wiki.test", peer="::1", proto="http", trusted=False
+    )
+    out = _view(fields)
+    assert fields[0] == ("Host", "wiki.test")  # the authority routed by, once
+    assert len(out.getall("Host")) == 1
     assert out["Cookie"] == "a=1"
     for gone in ("Connection", "X-Secret", "Keep-Alive", "TE", "Proxy-Authorization"):
         assert gone not in out
@@ -116,7 +124,11 @@ def test_trusted_forwarding_headers_are_appended_to() -> None:
         ("X-Forwarded-Proto", "https"),
         ("Forwarded", "for=1.2.3.4;proto=https"),
     )
-    out = upstream_request_headers(incoming, peer="10.0.0.1", proto="http", trusted=True)
+    out = _view(
+        upstream_request_headers(
+            incoming, host="wiki.test", peer="10.0.0.1", proto="http", trusted=True
+        )
+    )
     assert out.getall("X-Forwarded-For") == ["1.2.3.4, 10.0.0.9, 10.0.0.1"]
     assert out["X-Forwarded-Proto"] == "https"
     assert out["Forwarded"] == 'for=1.2.3.4;proto=https, for=10.0.0.1;host="wiki.test";proto=http'
@@ -132,7 +144,27 @@ def test_response_hop_by_hop_dropped_repeated_headers_kept() -> None:
             ("Set-Cookie", "b=2"),
         )
     )
-    assert list(out.items()) == [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
+    assert out == [("Set-Cookie", "a=1"), ("Set-Cookie", "b=2")]
+
+
+def test_framing_headers_from_either_side_are_never_passed_on() -> None:
+    incoming = _headers(
+        ("Host", "other.test"),
+        ("Content-Length", "5"),
+        ("Transfer-Encoding", "chunked"),
+        ("Upgrade", "h2c"),
+    )
+    fields = upstream_request_headers(
+        incoming, host="wiki.test", peer="10.0.0.1", proto="https", trusted=False
+    )
+    names = [name.lower() for name, _ in fields]
+    assert "content-length" not in names
+    assert "transfer-encoding" not in names
+    assert "upgrade" not in names
+    assert names.count("host") == 1
+    assert _view(fields)["X-Forwarded-Proto"] == "https"
+    response = client_response_headers(_headers(("Content-Length", "3"), ("X-A", "1")))
+    assert response == [("X-A", "1")]
 
 
 def test_trusted_proxies_networks() -> None:

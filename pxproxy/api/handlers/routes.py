@@ -4,23 +4,43 @@ from typing import Any
 
 from aiohttp import web
 
-from ...config.models import IdleConfig
-from ...wake.contract import WakeState
+from ...config.models import BeforeStop, IdleConfig
+from ...wake.contract import Gate, WakeState
+from ...wake.waker import Waker
 from ._common import context, json_response, require
 
 
-def _idle(idle: IdleConfig | None) -> dict[str, Any] | None:
+def _idle(idle: IdleConfig | None, protocol: str = "tcp") -> dict[str, Any] | None:
     if idle is None:
         return None
     return {
         "timeout_s": idle.timeout,
         "stop_method": idle.stop_method,
         "wake_timeout_s": idle.wake_timeout,
-        "ready": {"http": idle.ready.http} if idle.ready.http else {"tcp": True},
+        # Without ready.http: a TCP connect, or for a UDP route a datagram not refused.
+        "ready": {"http": idle.ready.http} if idle.ready.http else {protocol: True},
         "depends_on": list(idle.depends_on),
         "shutdown_timeout_s": idle.shutdown_timeout,
         "retry_after_s": idle.retry_after,
+        "before_stop": _before_stop(idle.before_stop),
     }
+
+
+def _before_stop(settings: BeforeStop | None) -> dict[str, Any] | None:
+    if settings is None:
+        return None
+    return {
+        "exec": list(settings.exec),
+        "grace_s": settings.grace,
+        "timeout_s": settings.timeout,
+    }
+
+
+def _stopping(gate: Gate | None) -> dict[str, object] | None:
+    """The before_stop under way on the route's guest, while it is ready: its command, or
+    the grace left (`{"step": "grace", "stopping_in_s": 42.0}`)."""
+    progress = gate.before_stop if isinstance(gate, Waker) else None
+    return progress.to_json() if progress is not None else None
 
 
 async def list_routes(request: web.Request) -> web.Response:
@@ -34,7 +54,9 @@ async def list_routes(request: web.Request) -> web.Response:
     for entry in routes.routes:
         route = entry.config
         item: dict[str, Any] = (
-            {"host": list(route.host)} if route.host else {"listen": route.listen}
+            {"host": list(route.host)}
+            if route.host
+            else {"listen": route.listen, "protocol": route.protocol}
         )
         gate = ctx.wake.gate_for(route) if ctx.wake is not None else None
         item.update(
@@ -42,9 +64,11 @@ async def list_routes(request: web.Request) -> web.Response:
             port=route.port,
             scheme=route.scheme,
             path_prefix=route.path_prefix,
-            idle=_idle(route.idle),
+            idle=_idle(route.idle, "tcp" if route.host else route.protocol),
             activity=ctx.activity_of(route),
             state=str(gate.state if gate is not None else WakeState.READY),
+            # While ready: the before_stop under way (its command, or the grace left).
+            stopping=_stopping(gate),
             origin=entry.origin,
         )
         if entry.owner is not None:

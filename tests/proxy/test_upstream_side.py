@@ -1,5 +1,6 @@
-"""The lean upstream client for bodiless GET/HEAD: the same bytes on the wire as aiohttp's,
-keep-alive reuse only when it is safe, and HTTP/1.1 framing corner cases."""
+"""The guest side of the data path (upstream_conn.py, pool.py): keep-alive reuse only when it
+is safe, HTTP/1.1 framing corner cases, backpressure and timeouts, through the proxy and on
+the pool itself."""
 
 from __future__ import annotations
 
@@ -14,14 +15,9 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
-from pxproxy.proxy import fastpath
-from pxproxy.proxy.fastpath import (
-    MAX_IDLE_PER_GUEST,
-    FastPool,
-    UpstreamConnectError,
-    request_head,
-)
-from pxproxy.proxy.upstream_protocol import BODY_HIGH_WATER_BYTES, UpstreamProtocol
+from pxproxy.proxy import pool as pool_module
+from pxproxy.proxy.pool import MAX_IDLE_PER_GUEST, PoolKey, UpstreamPool
+from pxproxy.proxy.upstream_conn import ResponseHead, UpstreamConnection, UpstreamFailure
 
 from ..support import wait_for
 from .conftest import HOST, RunningProxy, StartProxy, routes, snapshot_guest
@@ -169,31 +165,6 @@ async def _get(
         return resp.status, CIMultiDict(resp.headers), await resp.read()
 
 
-async def test_head_bytes_match_aiohttp_client(raw_upstream: RawUpstream) -> None:
-    headers = CIMultiDict(
-        [("Host", "raw.test"), ("Cookie", "a=1"), ("Cookie", "b=2"), ("X-Forwarded-For", "1.2.3.4")]
-    )
-    async with aiohttp.ClientSession(
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-    ) as session:
-        for method in ("GET", "HEAD"):
-            url = f"http://{HOST}:{raw_upstream.port}/p%20q?x=1&y=%41"
-            async with session.request(
-                method, URL(url, encoded=True), headers=headers, compress=None
-            ) as resp:
-                await resp.read()
-            assert raw_upstream.heads[-1] == request_head(method, "/p%20q?x=1&y=%41", headers)
-
-
-def test_head_refuses_what_it_cannot_send_like_aiohttp() -> None:
-    assert request_head("GET", "/", CIMultiDict()) is None  # no Host: aiohttp adds one
-    assert request_head("GET", "/a#b", CIMultiDict(Host="h")) is None
-    assert request_head("GET", "/", CIMultiDict(Host="h", X="a\r\nb")) is None
-    assert request_head("GET", "/", CIMultiDict(Host="h", X="\udcff")) is None
-
-
 async def test_keep_alive_reused_only_when_safe(
     start_proxy: StartProxy, raw_upstream: RawUpstream, client: aiohttp.ClientSession
 ) -> None:
@@ -209,7 +180,6 @@ async def test_keep_alive_reused_only_when_safe(
     assert (await _get(client, url + "/eof"))[2] == b"until the end"
     await _get(client, url + "/a")
     assert raw_upstream.connections == 3  # a body delimited by the close is never reused
-    assert px.proxy._session is None  # all of it went through the lean client
 
 
 async def test_framing_semantics(
@@ -241,7 +211,7 @@ async def test_surprises_are_502_and_stale_connections_retried(
     url = (await _proxy(start_proxy, raw_upstream)).url
     status, _, body = await _get(client, url + "/garbage")
     assert status == 502
-    assert b"failed before responding" in body
+    assert b"sent a response that cannot be relayed" in body
     status, _, body = await _get(client, url + "/drop")
     assert status == 502  # dropped twice: the one retry also failed
     assert (await _get(client, url + "/a"))[2] == b"hello /a"
@@ -255,16 +225,26 @@ async def test_surprises_are_502_and_stale_connections_retried(
 async def test_slow_client_pauses_the_guest_with_a_bounded_buffer(
     start_proxy: StartProxy, raw_upstream: RawUpstream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made: list[UpstreamProtocol] = []
+    made: list[UpstreamConnection] = []
 
-    class Recording(UpstreamProtocol):
+    class Recording(UpstreamConnection):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             made.append(self)
             super().connection_made(transport)
 
-    monkeypatch.setattr(fastpath, "UpstreamProtocol", Recording)
+    monkeypatch.setattr(pool_module, "UpstreamConnection", Recording)
     px = await _proxy(start_proxy, raw_upstream)
     reader, writer = await asyncio.open_connection(HOST, int(px.url.rsplit(":", 1)[1]))
+
+    def held_by_proxy() -> int:
+        """What the proxy holds for the client: its transports' write buffers."""
+        return sum(
+            c.transport.get_write_buffer_size()
+            for s in px.proxy._servers
+            for c in s.connections
+            if c.transport is not None
+        )
+
     try:
         writer.write(b"GET /big HTTP/1.1\r\nHost: raw.test\r\n\r\n")
         # The client reads nothing: the proxy must stop reading from the guest, which then
@@ -273,21 +253,22 @@ async def test_slow_client_pauses_the_guest_with_a_bounded_buffer(
             lambda: bool(made) and made[0].reading_paused and raw_upstream.unsent() > 20 * 2**20,
             what="the proxy to pause the guest's socket",
         )
-        body = made[0].body
-        assert body.peak_buffered <= BODY_HIGH_WATER_BYTES + ASYNCIO_READ_BYTES
-        assert body.buffered >= BODY_HIGH_WATER_BYTES  # paused because full, not by chance
+        # Paused because the client's buffer filled: one read (256 KiB) past its high water.
+        assert held_by_proxy() <= 64 * 1024 + ASYNCIO_READ_BYTES + 64 * 1024
         # The client reads at last: reading resumes and the whole body arrives intact.
         head = await reader.readuntil(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 200")
         assert b"Content-Length: %d" % BIG_BYTES in head
         received = 0
+        peak = 0
         while received < BIG_BYTES:
             chunk = await reader.read(2**20)
             assert chunk
             assert chunk.count(b"x") == len(chunk)
             received += len(chunk)
+            peak = max(peak, held_by_proxy())
         assert received == BIG_BYTES
-        assert made[0].body.peak_buffered <= BODY_HIGH_WATER_BYTES + ASYNCIO_READ_BYTES
+        assert peak <= 64 * 1024 + ASYNCIO_READ_BYTES + 64 * 1024
     finally:
         writer.close()
 
@@ -314,7 +295,7 @@ async def test_malformed_responses_are_502_without_retry(
     for path in ("/badstatus", "/many-headers"):
         status, _, body = await _get(client, url + path)
         assert status == 502, path
-        assert b"failed before responding" in body
+        assert b"sent a response that cannot be relayed" in body
         assert sum(h.startswith(b"GET " + path.encode()) for h in raw_upstream.heads) == 1
 
 
@@ -351,18 +332,60 @@ class FakeClock:
         return self.now
 
 
+class Sink:
+    """Records one exchange's callbacks on an upstream connection."""
+
+    def __init__(self) -> None:
+        self.head: ResponseHead | None = None
+        self.body = bytearray()
+        self.ended = asyncio.Event()
+        self.failure: UpstreamFailure | None = None
+
+    def response_head(self, head: ResponseHead) -> None:
+        self.head = head
+        if head.status == 101:
+            self.ended.set()
+
+    def response_body(self, data: bytes) -> None:
+        self.body += data
+
+    def response_end(self) -> None:
+        self.ended.set()
+
+    def tunnel_data(self, data: bytes) -> None:
+        return None
+
+    def upstream_failed(self, failure: UpstreamFailure) -> None:
+        self.failure = failure
+        self.ended.set()
+
+    def upstream_flush(self) -> None:
+        return None
+
+    def upstream_writable(self, writable: bool) -> None:
+        return None
+
+
+async def _exchange(pool: UpstreamPool, key: PoolKey, path: str) -> tuple[Sink, UpstreamConnection]:
+    conn = pool.take(key) or await pool.connect(key)
+    sink = Sink()
+    head = f"GET {path} HTTP/1.1\r\nHost: raw.test\r\n\r\n".encode()
+    conn.start(sink, head, head_request=False, upgrade=path == "/switch")
+    async with asyncio.timeout(5):
+        await sink.ended.wait()
+    return sink, conn
+
+
 async def test_pool_drops_idle_connections_and_ends_on_101(raw_upstream: RawUpstream) -> None:
     clock = FakeClock()
-    pool = FastPool(connect_timeout=1.0, read_timeout=5.0, keepalive_s=15.0, clock=clock)
+    pool = UpstreamPool(connect_timeout=1.0, read_timeout=5.0, keepalive_s=15.0, clock=clock)
+    key = PoolKey(HOST, raw_upstream.port, False)
     try:
 
         async def get(path: str) -> bytes:
-            head = request_head("GET", path, {"Host": "raw.test"})
-            assert head is not None
-            resp = await pool.request(HOST, raw_upstream.port, head, skip_payload=False)
-            body = await resp.read()
-            resp.release()
-            return body
+            sink, conn = await _exchange(pool, key, path)
+            pool.release(conn)
+            return bytes(sink.body)
 
         assert await get("/a") == b"hello /a"
         clock.now += 14.0
@@ -371,42 +394,57 @@ async def test_pool_drops_idle_connections_and_ends_on_101(raw_upstream: RawUpst
         clock.now += 16.0
         assert await get("/c") == b"hello /c"
         assert raw_upstream.connections == 2  # idle 16 s: past keep-alive, a new connection
-        head = request_head("GET", "/switch", {"Host": "raw.test"})
-        assert head is not None
-        resp = await pool.request(HOST, raw_upstream.port, head, skip_payload=False)
-        assert resp.status == 101
-        assert await resp.content.readany() == b""
-        resp.release()
+        sink, conn = await _exchange(pool, key, "/switch")
+        assert sink.head is not None
+        assert sink.head.status == 101
+        pool.release(conn)
+        assert pool.idle_count(key) == 0  # a 101 is never pooled: it is another protocol now
+        conn.close()
         assert await get("/d") == b"hello /d"
-        assert raw_upstream.connections == 3  # a 101 ends the exchange and the connection
+        assert raw_upstream.connections == 3
     finally:
         pool.close()
 
 
-async def test_pool_connect_refused_is_a_connect_error() -> None:
+async def test_a_101_to_a_request_without_upgrade_is_malformed(raw_upstream: RawUpstream) -> None:
+    pool = UpstreamPool(connect_timeout=1.0, read_timeout=5.0)
+    key = PoolKey(HOST, raw_upstream.port, False)
+    conn = await pool.connect(key)
+    sink = Sink()
+    conn.start(
+        sink, b"GET /switch HTTP/1.1\r\nHost: raw.test\r\n\r\n", head_request=False, upgrade=False
+    )
+    async with asyncio.timeout(5):
+        await sink.ended.wait()
+    assert sink.failure is not None
+    assert sink.failure.kind == "malformed"
+    assert sink.head is None
+    pool.close()
+
+
+async def test_pool_connect_refused_is_a_connect_failure() -> None:
     server = await asyncio.start_server(lambda r, w: None, HOST, 0)
     port = server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()
-    pool = FastPool(connect_timeout=1.0, read_timeout=1.0, keepalive_s=15.0)
-    head = request_head("GET", "/", {"Host": "raw.test"})
-    assert head is not None
-    with pytest.raises(UpstreamConnectError) as caught:
-        await pool.request(HOST, port, head, skip_payload=False)
-    assert isinstance(caught.value, aiohttp.ClientConnectionError)
-    assert caught.value.port == port
+    pool = UpstreamPool(connect_timeout=1.0, read_timeout=1.0)
+    with pytest.raises(UpstreamFailure) as caught:
+        await pool.connect(PoolKey(HOST, port, False))
+    assert caught.value.kind == "connect"
     pool.close()
 
 
 class _IdleConnection:
     """Stands in for a guest connection that finished its response."""
 
-    reusable = True
+    usable = True
+    key = PoolKey("127.0.0.1", 8080, False)
+    idle_since = 0.0
 
     def __init__(self) -> None:
         self.closed = False
 
-    def release(self) -> None:
+    def detach(self) -> None:
         pass
 
     def close(self) -> None:
@@ -414,10 +452,10 @@ class _IdleConnection:
 
 
 def test_the_pool_keeps_at_most_max_idle_connections_per_guest() -> None:
-    pool = FastPool(connect_timeout=1, read_timeout=1, keepalive_s=15)
+    pool = UpstreamPool(connect_timeout=1, read_timeout=1, keepalive_s=15, clock=FakeClock())
     burst = [_IdleConnection() for _ in range(MAX_IDLE_PER_GUEST + 10)]
     for conn in burst:
-        pool.release(("127.0.0.1", 8080), conn)  # type: ignore[arg-type]
+        pool.release(conn)  # type: ignore[arg-type]
     # The oldest beyond the cap are closed at once, not left open until the guest gives up.
     assert sum(c.closed for c in burst) == 10
     assert all(c.closed for c in burst[:10])
