@@ -31,10 +31,11 @@ from .inventory.seen_records import SeenGuests, remembered_addresses
 from .inventory.store import Inventory
 from .listeners.bind_errors import ListenError, listening
 from .listeners.serve import GuardedListener, listen
-from .proxy.listener import ProxyListener
 from .metrics import Metrics
 from .proxy.http import HttpProxy
+from .proxy.listener import ProxyListener
 from .proxy.tcp import TcpProxy
+from .proxy.tls import ServerCertificates, TlsError
 from .proxy.udp import UdpProxy
 from .reload import ConfigStatus, ConfigWatch, plan
 from .routing.endpoints import ProxyEndpoints, endpoints_for
@@ -143,6 +144,7 @@ class Daemon:
         self.api_port: int | None = None
         self.proxy_port: int | None = None
         self.state: StateWriter | None = None  # opened by start()
+        self.certificates: ServerCertificates | None = None  # proxy.tls, loaded by start()
 
     @property
     def pollers(self) -> list[ClusterPoller]:
@@ -161,6 +163,7 @@ class Daemon:
             self.audit = AuditLog.open(self.config.audit.path)
         except AuditFileError as exc:
             raise ConfigError(f"audit.path: {exc}") from None
+        await self._load_certificates()
         services = self.services
         ctx = make_context(
             self.config,
@@ -262,7 +265,37 @@ class Daemon:
             http,
             self.tcp_proxy.bound_addresses(),
             self.udp_proxy.bound_addresses(),
+            tls=self.certificates is not None,
         )
+
+    async def _load_certificates(self) -> None:
+        """The proxy listener's certificates (proxy.tls), read off the event loop."""
+        tls = self.config.proxy.tls
+        if tls is None:
+            return
+        try:
+            loaded = await asyncio.to_thread(ServerCertificates.prepare, tls)
+        except TlsError as exc:
+            raise ConfigError(f"proxy.tls: {exc}") from None
+        self.certificates = ServerCertificates(loaded)
+        log.info("proxy TLS: %s", self.certificates.describe())
+        for warning in self.certificates.warnings():
+            log.warning("%s", warning)
+
+    async def _reload_certificates(self, new: Config) -> None:
+        tls = new.proxy.tls
+        if self.certificates is None or tls is None:
+            return  # TLS turned on or off: a restart (reload.plan says so)
+        try:
+            loaded = await asyncio.to_thread(ServerCertificates.prepare, tls)
+        except TlsError as exc:
+            self._reload_errors = (str(exc),)
+            log.error("certificate reload failed; the running ones stay: %s", exc)
+            return
+        self.certificates.swap(loaded)  # new handshakes get them; open connections go on
+        log.info("proxy TLS reloaded: %s", self.certificates.describe())
+        for warning in self.certificates.warnings():
+            log.warning("%s", warning)
 
     async def _open_state(self) -> SavedState:
         """The state store (pxproxy/state/): what the last run left, and its writer. A store
@@ -328,7 +361,9 @@ class Daemon:
         return await listening(
             "listen.proxy",
             address,
-            self.http_proxy.listen(host, port),
+            self.http_proxy.listen(
+                host, port, tls=self.certificates.context if self.certificates else None
+            ),
         )
 
     def _adopt_proxy_listener(self, listener: ProxyListener, address: str) -> None:
@@ -459,6 +494,8 @@ class Daemon:
                 )
                 return False
             self._reload_errors = ()
+            # On every reload, changed config or not: a renewal changes the files only.
+            await self._reload_certificates(new)
             change = plan(self.config, new)
             self._restart_needed = change.restart
             if change.restart:

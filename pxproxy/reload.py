@@ -75,6 +75,16 @@ def plan(old: Config, new: Config) -> ReloadPlan:
         before, after = getattr(old, key), getattr(new, key)
         if before == after:
             continue
+        if key == "proxy":
+            # The certificates follow the file while TLS stays on (the listener's context
+            # stays, the ones it switches to are swapped); anything else needs a restart.
+            live = before.tls is not None and after.tls is not None
+            if live and before.tls != after.tls:
+                changed.append("proxy.tls")
+                updates[key] = before.model_copy(update={"tls": after.tls})
+            if before.model_copy(update={"tls": after.tls if live else before.tls}) != after:
+                restart.append("proxy")
+            continue
         if key not in LIVE_KEYS:
             restart.append(key)
             continue

@@ -176,6 +176,11 @@ async def _index(request: web.Request) -> web.Response:
     )
 
 
+async def _headers(request: web.Request) -> web.Response:
+    """The request's headers as the guest got them: what a proxy in front forwarded."""
+    return web.json_response({name: value for name, value in request.headers.items()})
+
+
 async def _healthz(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -240,6 +245,7 @@ def _app(guest: LabGuest) -> web.Application:
     app[_GUEST_KEY] = guest
     app.router.add_get("/", _index)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/headers", _headers)
     app.router.add_get("/ws", _ws)
     app.router.add_get("/sse", _sse)
     app.router.add_get("/big", _big)

@@ -7,8 +7,8 @@ import asyncio
 import contextlib
 import ssl
 import time
-from collections.abc import Callable
 from collections import deque
+from collections.abc import Callable
 from typing import NamedTuple
 
 from .upstream_conn import UpstreamConnection, UpstreamFailure

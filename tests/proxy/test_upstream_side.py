@@ -13,7 +13,6 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDict
-from yarl import URL
 
 from pxproxy.proxy import pool as pool_module
 from pxproxy.proxy.pool import MAX_IDLE_PER_GUEST, PoolKey, UpstreamPool
