@@ -73,6 +73,8 @@ class Limits(Protocol):
     def header_timeout(self) -> float: ...
     @property
     def keepalive_timeout(self) -> float: ...
+    @property
+    def read_timeout(self) -> float: ...
 
 
 class _Pipelined:
@@ -117,6 +119,7 @@ class ClientConnection(asyncio.Protocol):
         self._refusal: Refusal | None = None
         self._refusal_why: str | None = None
         self._answered = False
+        self._last_read = 0.0
         self._quiet_until = 0.0
 
     # ------------------------------------------------------------------ asyncio callbacks
@@ -130,6 +133,7 @@ class ClientConnection(asyncio.Protocol):
         self.deadline = time.monotonic() + self._limits.header_timeout
 
     def data_received(self, data: bytes) -> None:
+        self._last_read = time.monotonic()
         state = self._state
         if state == _TUNNEL:
             handler = self.handler
@@ -471,6 +475,9 @@ class ClientConnection(asyncio.Protocol):
             if now >= self.deadline or now >= self._quiet_until:
                 self._close()
             return
+        if state == _BUSY:
+            self._check_body(now)
+            return
         deadline = self.deadline
         if not deadline or now < deadline:
             return
@@ -480,6 +487,30 @@ class ClientConnection(asyncio.Protocol):
             self._close()
         elif state == _IDLE:
             self._close()
+
+    def _check_body(self, now: float) -> None:
+        """A request body that stopped arriving, while nothing holds the client back: the
+        guest may not even have been asked yet (a chunked body's first stretch is read
+        whole), so this sweep is its only clock."""
+        request = self.request
+        if (
+            request is None
+            or request.body_done
+            or self._paused_by
+            or now - self._last_read < self._limits.read_timeout
+        ):
+            return
+        handler, self.handler = self.handler, None
+        self.request = None
+        if handler is not None:
+            handler.client_lost()
+        self.server.reject_log(self.peer or "unknown", "request body stalled")
+        if self._answered:
+            self.abort()
+            return
+        reply = text_reply(408, "the request body stopped arriving\n", close=True)
+        self.write(reply.encode(keep_alive=False))
+        self._linger()
 
     def stop(self) -> None:
         """The daemon is stopping: idle connections close now, busy ones after their answer."""

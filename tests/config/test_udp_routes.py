@@ -3,8 +3,11 @@ its listener in the clash check (a UDP port is not a TCP port)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from pxproxy.config.loader import parse_config
 from pxproxy.config.models import DEFAULT_UDP
 
 from .helpers import parse, problems_of, with_routes
@@ -119,3 +122,12 @@ def test_a_udp_route_clashes_with_the_dns_responder_but_not_with_the_api() -> No
         "dns.listen: 127.0.0.1:5353 clashes with routes[0].listen (127.0.0.1:5353): the same "
         "address and port; give one of them another port"
     ]
+
+
+def test_the_example_config_states_the_udp_defaults() -> None:
+    example = Path(__file__).resolve().parents[2] / "config.example.yml"
+    env = {"PVE_TOKEN_SECRET": "token-secret", "OPS_TOKEN": "ops-token-0123456789"}
+    config = parse_config(example.read_text(encoding="utf-8"), env=env)
+    (route,) = [r for r in config.routes if r.protocol == "udp"]
+    assert route.udp == DEFAULT_UDP
+    assert config.notes.udp is False

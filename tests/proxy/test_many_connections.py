@@ -1,0 +1,117 @@
+"""10,000 idle keep-alive client connections held by the proxy, each answered again after it
+idled, with the proxy's memory per connection measured.
+
+Two descriptors per connection on loopback (the client's and the proxy's) do not fit one
+process's limit here, so the proxy runs in a process of its own (proxy_process.py), with its
+soft RLIMIT_NOFILE raised to the hard limit, and the clients live in this one, raised too."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import resource
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from ..support import wait_for
+from .proxy_process import HOST, ProxyProcess, proxy_process
+from .raw_client import RawClient
+
+CONNECTIONS = 10_000
+BATCH = 250  # connections opened (or asked again) at once
+SPARE_FDS = 500  # this process's own files, the guest's side of the pool, pytest's
+OK_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+REQUEST = b"GET / HTTP/1.1\r\nHost: many.test\r\n\r\n"
+# Loose: a connection costs the proxy a protocol object, a parser and a transport.
+RSS_PER_CONNECTION_BOUND_KIB = 20
+
+
+@pytest.fixture
+def nofile() -> Iterator[int]:
+    """This process's soft RLIMIT_NOFILE raised to its hard limit, for the test's length."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = hard if hard != resource.RLIM_INFINITY else CONNECTIONS * 4
+    if limit < CONNECTIONS + SPARE_FDS:
+        pytest.fail(
+            f"RLIMIT_NOFILE's hard limit is {hard}: {CONNECTIONS} connections need "
+            f"{CONNECTIONS + SPARE_FDS} descriptors in each of two processes"
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
+async def guest_port() -> AsyncIterator[int]:
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                await reader.readuntil(b"\r\n\r\n")
+                writer.write(OK_REPLY)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, HOST, 0, backlog=1024)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        with contextlib.suppress(Exception):
+            await server.wait_closed()
+
+
+async def _ask(client: RawClient) -> int:
+    await client.send(REQUEST)
+    reply = await client.reply(timeout_s=30)
+    assert reply.body == b"ok"
+    return reply.status
+
+
+async def _connect_and_ask(port: int) -> RawClient:
+    client = await RawClient.connect(port)
+    assert await _ask(client) == 200
+    return client
+
+
+async def test_ten_thousand_idle_keep_alive_connections_are_held_and_answered_again(
+    nofile: int, guest_port: int
+) -> None:
+    route = {"host": "many.test", "guest": "many", "port": guest_port}
+    clients: list[RawClient] = []
+    async with proxy_process(route, nofile=nofile) as px:
+        await _connect_and_ask(px.port)  # warm: the code paths loaded, the pool filled
+        await wait_for(lambda: _connections(px, 0), 10, "the warm-up connection to close")
+        rss_before = px.rss_kib()
+        try:
+            while len(clients) < CONNECTIONS:
+                n = min(BATCH, CONNECTIONS - len(clients))
+                clients += await asyncio.gather(*(_connect_and_ask(px.port) for _ in range(n)))
+            # Every client made one request and now idles on its kept-alive connection.
+            await wait_for(lambda: _connections(px, CONNECTIONS), 10, "all held at once")
+            rss_held = px.rss_kib()
+            for i in range(0, CONNECTIONS, BATCH):
+                statuses = await asyncio.gather(*(_ask(c) for c in clients[i : i + BATCH]))
+                assert set(statuses) == {200}
+            assert not any(c.eof for c in clients)
+            assert (await px.stats())["connections"] == CONNECTIONS
+            rss_after = px.rss_kib()
+        finally:
+            await asyncio.gather(*(c.close() for c in clients))
+        await wait_for(lambda: _connections(px, 0), 20, "every connection to be closed")
+        assert px.alive
+    per_connection = (rss_held - rss_before) / CONNECTIONS
+    print(
+        f"proxy RSS: {rss_before} KiB before, {rss_held} KiB with {CONNECTIONS} idle "
+        f"connections ({per_connection:.2f} KiB each), {rss_after} KiB after the second round"
+    )
+    assert per_connection < RSS_PER_CONNECTION_BOUND_KIB
+
+
+async def _connections(px: ProxyProcess, count: int) -> bool:
+    return (await px.stats())["connections"] == count
