@@ -236,6 +236,7 @@ class Exchange:
             data,
             head_request=request.method == "HEAD",
             upgrade=request.websocket,
+            body_pending=not request.body_done,
         )
 
     def _request_head(self, upstream: Upstream) -> bytes:
@@ -288,10 +289,15 @@ class Exchange:
             self._conn.pause_reading("pending")
 
     def client_body_end(self) -> None:
-        if self._done or self._request.body != "chunked":
+        if self._done:
+            return
+        if self._request.body != "chunked":
+            if self._up is not None:
+                self._up.body_sent()
             return
         if self._up is not None:
             self._up.write(_LAST_CHUNK)
+            self._up.body_sent()
         else:
             self._pending.append(_LAST_CHUNK)
             if self._deferred:
@@ -355,8 +361,6 @@ class Exchange:
         if head.status == 101:
             self._switch(head)
             return
-        if request.websocket:
-            conn.declined_upgrade()
         lines = [f"HTTP/1.1 {head.status} {head.reason or reason(head.status)}\r\n"]
         server = False
         for name, value in client_response_headers(head.fields):
@@ -369,7 +373,9 @@ class Exchange:
             lines.append("Server: pxproxy\r\n")  # the guest's own Server header passes
         keep = request.keep_alive and not conn.stopping
         framing = head.framing
-        if framing == "length" or (framing == "none" and head.length is not None):
+        if framing == "length" or (
+            framing == "none" and head.length is not None and head.status != 204
+        ):
             lines.append(f"Content-Length: {head.length}\r\n")
         elif framing in ("chunked", "close"):
             if request.http11:

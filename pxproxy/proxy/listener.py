@@ -86,6 +86,11 @@ class ProxyListener:
             try:
                 conn, _ = self._sock.accept()
             except (BlockingIOError, InterruptedError):
+                if self._starved:
+                    # The queue drained without meeting the limit: the episode is over. (A
+                    # connection let in by each freed descriptor is not the end of it.)
+                    self._starved = False
+                    log.info("proxy listener: accepting connections again")
                 return
             except ConnectionAbortedError:
                 continue  # the client gave up before we took it
@@ -95,9 +100,6 @@ class ProxyListener:
                     return
                 log.warning("proxy listener: accept failed: %s", exc)
                 return
-            if self._starved:
-                self._starved = False
-                log.info("proxy listener: accepting connections again")
             self.accepted += 1
             conn.setblocking(False)
             self._adopt(conn)
@@ -116,7 +118,10 @@ class ProxyListener:
 
     def _resume(self) -> None:
         self._retry = None
+        if self._closed:
+            return
         self._start_reading()
+        self._accept()  # at once: an empty queue now ends the episode
 
     def _adopt(self, conn: socket.socket) -> None:
         if self._tls is None:

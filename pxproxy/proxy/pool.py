@@ -66,7 +66,7 @@ class UpstreamPool:
         stale = self._clock() - self._keepalive_s
         while idle:
             conn = idle.pop()
-            if conn.idle_since >= stale and conn.usable:
+            if conn.idle_since >= stale and conn.takeable:
                 return conn
             conn.close()
         return None

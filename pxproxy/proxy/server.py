@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 LINGER_S: Final = 2.0
 LINGER_QUIET_S: Final = 0.2
 SWEEP_INTERVAL_S: Final = 0.25
+# Requests parsed ahead of their turn (one read's worth could be thousands): past this, the
+# next is refused in its turn and the connection closes.
+MAX_PIPELINED: Final = 32
 # "GET", the spaces, "HTTP/1.1" and CRLFs around what the parser reports, per head and line.
 _LINE_OVERHEAD = 16
 _FIELD_OVERHEAD = 4
@@ -114,12 +117,14 @@ class ClientConnection(asyncio.Protocol):
         self._current_body = True  # body bytes belong to the current request
         self._paused_by: set[str] = set()
         self._upgrade_rest = b""
-        self._parser_stopped = False  # llhttp stopped after an upgrade head
+        self._stopped_by: ClientRequest | None = None  # its upgrade head stopped llhttp
         self._pending_rest = b""  # bytes after a declined upgrade, parsed once it is answered
         self._refusal: Refusal | None = None
         self._refusal_why: str | None = None
         self._answered = False
         self._last_read = 0.0
+        self._write_paused_at = 0.0
+        self._client_eof = False  # the client half-closed after its request
         self._quiet_until = 0.0
 
     # ------------------------------------------------------------------ asyncio callbacks
@@ -194,10 +199,16 @@ class ClientConnection(asyncio.Protocol):
             self.handler.client_body(b"")  # half-close passes to the guest
             self.handler.client_flush()
             return True
+        request = self.request
+        if self._state == _BUSY and request is not None and request.body_done:
+            # A client that half-closed after its request still gets the answer.
+            self._client_eof = True
+            return True
         return None
 
     def pause_writing(self) -> None:
         self.writing_paused = True
+        self._write_paused_at = time.monotonic()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
@@ -230,6 +241,8 @@ class ClientConnection(asyncio.Protocol):
         self._head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a chunked body's trailer (httptools reports it here): never forwarded
         fields = self._fields
         if len(fields) >= self._limits.max_headers:
             raise Refusal(431, "too many request headers\n")
@@ -258,10 +271,12 @@ class ClientConnection(asyncio.Protocol):
         request.peer = self.peer
         if parser.should_upgrade():
             # llhttp stops after this message: a declined upgrade needs a fresh parser.
-            self._parser_stopped = True
+            self._stopped_by = request
         if request.body == "none":
             request.body_done = True
         if self.handler is not None or self._queued or self._refusal is not None:
+            if len(self._queued) >= MAX_PIPELINED:
+                raise Refusal(503, "too many pipelined requests\n")
             entry = _Pipelined(request)
             self._queued.append(entry)
             self._feeding = entry
@@ -335,15 +350,23 @@ class ClientConnection(asyncio.Protocol):
         request = self.request
         self.handler = None
         self.request = None
-        if self._state == _CLOSED:
+        for reason in ("upstream", "pending", "held", "tunnel"):
+            self._resume(reason)  # the exchange that paused for them is over
+        if self._state == _CLOSED or self._state == _LINGER:
             return
-        if not keep_alive or self.stopping or request is None or not request.body_done:
+        if request is not None and not request.body_done:
+            self._linger()  # the rest of the body is discarded; the answer is read first
+            return
+        if not keep_alive or self.stopping or request is None or self._client_eof:
             self._close()
             return
-        if self._parser_stopped:
+        if self._stopped_by is request:
             self.declined_upgrade()
         if self._queued:
-            self._next()
+            # Not now: finish() runs inside a parser callback (this connection's or the
+            # guest's); the next request starts once that parse is over.
+            self._state = _BUSY
+            asyncio.get_running_loop().call_soon(self._next)
             return
         if self._refusal is not None:
             self._answer_refusal()
@@ -357,13 +380,15 @@ class ClientConnection(asyncio.Protocol):
             self._feed(rest)
 
     def _next(self) -> None:
+        if self._state in (_CLOSED, _LINGER) or not self._queued or self.handler is not None:
+            return
         entry = self._queued.popleft()
         self._current_body = self._feeding is entry
         if self._current_body:
             self._feeding = None
         self._begin(entry.request)
         handler = self.handler
-        if handler is not None:
+        if handler is not None and self.request is entry.request:
             for chunk in entry.body:
                 handler.client_body(chunk)
             entry.body.clear()
@@ -407,7 +432,7 @@ class ClientConnection(asyncio.Protocol):
         parser (llhttp stopped after the upgrade head) fed what came after it."""
         rest, self._upgrade_rest = self._upgrade_rest, b""
         self._parser = httptools.HttpRequestParser(self)
-        self._parser_stopped = False
+        self._stopped_by = None
         self._pending_rest = rest
         self._resume("upgrade")
 
@@ -432,6 +457,11 @@ class ClientConnection(asyncio.Protocol):
     def _refuse(self, refusal: Refusal, why: str | None = None) -> None:
         self._in_head = False
         self._refusal_why = why
+        feeding = self._feeding
+        if feeding is not None and not feeding.done:
+            # A pipelined request whose body broke: it is the refused one, not to be begun.
+            self._queued.remove(feeding)
+            self._feeding = None
         request = self.request
         if self.handler is not None and request is not None and not request.body_done:
             # The body of the request being answered cannot be framed (a bad chunk): the
@@ -475,7 +505,17 @@ class ClientConnection(asyncio.Protocol):
             if now >= self.deadline or now >= self._quiet_until:
                 self._close()
             return
+        if state in (_BUSY, _TUNNEL) and self.writing_paused:
+            # A client that takes nothing of its answer for this long holds a guest connection
+            # and keeps the guest awake: nginx's send_timeout.
+            if now - self._write_paused_at >= self._limits.read_timeout:
+                self.server.reject_log(self.peer or "unknown", "stopped reading its answer")
+                self.abort()
+            return
         if state == _BUSY:
+            if self.handler is None and not self._queued:
+                self._close()  # a safeguard: nothing will ever answer on this connection
+                return
             self._check_body(now)
             return
         deadline = self.deadline

@@ -106,6 +106,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._keep_alive = False
         self._framing = "none"
         self._interim = False  # inside a 1xx interim response
+        self._in_feed = False
         self._reusable = False
         self._lost = False
         self._paused = False  # reading paused by the exchange (the client is slow)
@@ -128,12 +129,28 @@ class UpstreamConnection(asyncio.Protocol):
         )
 
     @property
+    def takeable(self) -> bool:
+        """Usable, and not inside a parse of its own: bytes may follow what ended the last
+        response in the same read, and must meet this connection idle (and close it)."""
+        return self.usable and not self._in_feed
+
+    @property
     def reading_paused(self) -> bool:
         return self._paused
 
-    def start(self, sink: ResponseSink, data: bytes, *, head_request: bool, upgrade: bool) -> None:
+    def start(
+        self,
+        sink: ResponseSink,
+        data: bytes,
+        *,
+        head_request: bool,
+        upgrade: bool,
+        body_pending: bool = False,
+    ) -> None:
         """Send a request (its head, and what of its body is at hand); the response goes to
-        `sink`. The read timeout runs from now."""
+        `sink`. The read timeout runs from now, or, while the body is still coming from the
+        client (`body_pending`), from `body_sent()` or the guest not taking more of it: a
+        client that stalls its upload is the client's timeout, not the guest's."""
         self._sink = sink
         self._state = _HEAD
         self._parser = httptools.HttpResponseParser(self)
@@ -144,10 +161,17 @@ class UpstreamConnection(asyncio.Protocol):
         self._fields = []
         self._reusable = False
         self._last_read = self.loop.time()
-        self._arm_timer(self._read_timeout)
+        if not body_pending:
+            self._arm_timer(self._read_timeout)
         transport = self.transport
         assert transport is not None
         transport.write(data)
+
+    def body_sent(self) -> None:
+        """The whole request is out: from now the guest owes an answer."""
+        if self._timer is None and self._state in (_HEAD, _BODY):
+            self._last_read = self.loop.time()
+            self._arm_timer(self._read_timeout)
 
     def handover(self, sink: ResponseSink) -> None:
         """A new owner for the callbacks (the tunnel, after a 101)."""
@@ -156,6 +180,8 @@ class UpstreamConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         transport = self.transport
         if transport is not None and not self._lost:
+            # Body bytes still going up: the guest is not late with its answer yet.
+            self._last_read = self.loop.time()
             transport.write(data)
 
     def write_eof(self) -> None:
@@ -209,6 +235,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._received = True
         parser = self._parser
         assert parser is not None
+        self._in_feed = True
         try:
             parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -230,6 +257,7 @@ class UpstreamConnection(asyncio.Protocol):
                 self._head_bytes += len(data)
                 if self._head_bytes > MAX_HEAD_BYTES:
                     self._fail("malformed", f"response head over {MAX_HEAD_BYTES} bytes")
+        self._in_feed = False
         (self._sink or sink).upstream_flush()
 
     def eof_received(self) -> bool | None:
@@ -239,6 +267,8 @@ class UpstreamConnection(asyncio.Protocol):
         return None  # the transport closes; connection_lost() says what that meant
 
     def pause_writing(self) -> None:
+        # The guest takes no more of the body: from here its silence is its own.
+        self.body_sent()
         if self._sink is not None:
             self._sink.upstream_writable(False)
 
@@ -295,6 +325,9 @@ class UpstreamConnection(asyncio.Protocol):
         assert parser is not None
         assert sink is not None
         status = parser.get_status_code()
+        if status < 100:
+            self._fail("malformed", f"malformed response: status {status}")
+            raise _Stop
         if 100 <= status < 200 and status != 101:
             self._fields = []  # an interim response (100, 103): the final one follows
             self._interim = True
@@ -404,9 +437,10 @@ def _framing(
     if head_request or status in (101, 204, 304):
         return "none", length, None
     if codings:
-        if codings.count("chunked") > 1 or ("chunked" in codings and codings[-1] != "chunked"):
-            return "none", None, "chunked is not the final transfer coding"
-        return ("chunked" if codings[-1] == "chunked" else "close"), None, None
+        # Only chunked is relayed: the client would get a body in a coding it was not told of.
+        if codings != ["chunked"]:
+            return "none", None, "a transfer coding other than chunked"
+        return "chunked", None, None
     if length is not None:
         return "length", length, None
     return "close", None, None

@@ -3,7 +3,9 @@ idled, with the proxy's memory per connection measured.
 
 Two descriptors per connection on loopback (the client's and the proxy's) do not fit one
 process's limit here, so the proxy runs in a process of its own (proxy_process.py), with its
-soft RLIMIT_NOFILE raised to the hard limit, and the clients live in this one, raised too."""
+soft RLIMIT_NOFILE raised to the hard limit, and the clients live in this one, raised too.
+The clients run on uvloop as the proxy does: on asyncio's own loop, this side's Python would
+take most of the time."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import resource
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import uvloop
 
 from ..support import wait_for
 from .proxy_process import HOST, ProxyProcess, proxy_process
@@ -44,8 +47,10 @@ def nofile() -> Iterator[int]:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
-@pytest.fixture
-async def guest_port() -> AsyncIterator[int]:
+@contextlib.asynccontextmanager
+async def _guest() -> AsyncIterator[int]:
+    """A guest answering every request with "ok", kept alive; yields its port."""
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -79,12 +84,20 @@ async def _connect_and_ask(port: int) -> RawClient:
     return client
 
 
-async def test_ten_thousand_idle_keep_alive_connections_are_held_and_answered_again(
-    nofile: int, guest_port: int
+def test_ten_thousand_idle_keep_alive_connections_are_held_and_answered_again(
+    nofile: int,
 ) -> None:
-    route = {"host": "many.test", "guest": "many", "port": guest_port}
+    uvloop.run(_hold_ten_thousand(nofile))
+
+
+async def _hold_ten_thousand(nofile: int) -> None:
     clients: list[RawClient] = []
-    async with proxy_process(route, nofile=nofile) as px:
+    async with (
+        _guest() as guest_port,
+        proxy_process(
+            {"host": "many.test", "guest": "many", "port": guest_port}, nofile=nofile
+        ) as px,
+    ):
         await _connect_and_ask(px.port)  # warm: the code paths loaded, the pool filled
         await wait_for(lambda: _connections(px, 0), 10, "the warm-up connection to close")
         rss_before = px.rss_kib()

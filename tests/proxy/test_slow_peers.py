@@ -51,14 +51,19 @@ async def client() -> AsyncIterator[aiohttp.ClientSession]:
 async def raw_guest() -> AsyncIterator[Callable[[Guest], Awaitable[int]]]:
     """serve(handler) → the port of a hand-made guest speaking raw bytes on 127.0.0.1."""
     servers: list[asyncio.Server] = []
+    handlers: set[asyncio.Task[object]] = set()
 
     async def serve(handler: Guest) -> int:
         async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            handlers.add(task)
             try:
                 await handler(reader, writer)
             except (ConnectionError, asyncio.IncompleteReadError):
                 pass
             finally:
+                handlers.discard(task)
                 writer.close()
 
         server = await asyncio.start_server(guarded, HOST, 0)
@@ -71,6 +76,10 @@ async def raw_guest() -> AsyncIterator[Callable[[Guest], Awaitable[int]]]:
     finally:
         for server in servers:
             server.close()
+        for task in list(handlers):  # a guest that never answers waits until now
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        for server in servers:
             with contextlib.suppress(Exception):
                 await server.wait_closed()
 
@@ -491,7 +500,7 @@ async def test_a_guest_resetting_a_websocket_closes_the_client_side(
 STALL_TIMEOUT_S = 0.5
 
 
-async def test_a_client_stalling_inside_a_sized_upload_is_ended_by_the_read_timeout(
+async def test_a_client_stalling_inside_a_sized_upload_gets_408_not_the_guests_504(
     start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]]
 ) -> None:
     guest_got: list[bytes] = []
@@ -512,9 +521,10 @@ async def test_a_client_stalling_inside_a_sized_upload_is_ended_by_the_read_time
         await stalled.send(
             b"POST /u HTTP/1.1\r\nHost: stall.test\r\nContent-Length: 100000\r\n\r\n" + b"p" * 1000
         )
-        # Nobody sends anything more: the guest waits for the body, the proxy for either.
+        # Nobody sends anything more: the guest waits for the body, as it should. The stall
+        # is the client's, and so is the answer: a 408, not a 504 that blames the guest.
         reply = await stalled.reply(timeout_s=STALL_TIMEOUT_S + 5)
-        assert reply.status == 504
+        assert (reply.status, reply.body) == (408, b"the request body stopped arriving\n")
         assert await stalled.closed()
         assert time.monotonic() - began >= STALL_TIMEOUT_S
     finally:
@@ -523,32 +533,96 @@ async def test_a_client_stalling_inside_a_sized_upload_is_ended_by_the_read_time
     await wait_for(lambda: _open_connections(px) == 0, 5, "the client side to be closed")
 
 
-async def test_a_client_stalling_inside_a_small_chunked_upload_is_not_held_forever(
+async def test_a_client_stalling_inside_a_small_chunked_upload_gets_408(
     start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]]
 ) -> None:
-    async def waits_for_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        await reader.read()
+    asked: list[bytes] = []
 
-    port = await raw_guest(waits_for_body)
+    async def records(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        asked.append(await reader.read())
+
+    port = await raw_guest(records)
     px = await start_proxy(
         routes({"host": "stall.test", "guest": "stall", "port": port}),
         [snapshot_guest(7209, "stall", (HOST,))],
         read_timeout=f"{STALL_TIMEOUT_S}s",
-        header_timeout=f"{STALL_TIMEOUT_S}s",
-        keepalive_timeout=f"{STALL_TIMEOUT_S}s",
     )
     stalled = await RawClient.connect(_port(px))
     try:
+        began = time.monotonic()
         await stalled.send(
             b"POST /u HTTP/1.1\r\nHost: stall.test\r\nTransfer-Encoding: chunked\r\n\r\n"
             b"5\r\nhello\r\n"
         )
-        # A chunked body is read up to 64 KiB before the guest is asked, and no timer runs
-        # meanwhile: the proxy must still end this connection in bounded time.
-        assert await stalled.closed(timeout_s=STALL_TIMEOUT_S * 4 + 2), (
-            "a stalled chunked upload holds its connection with no timeout"
-        )
+        # A chunked body's first 64 KiB is read before the guest is asked, so no guest's
+        # read timeout runs: the client side's own clock must end it.
+        reply = await stalled.reply(timeout_s=STALL_TIMEOUT_S + 5)
+        assert (reply.status, reply.body) == (408, b"the request body stopped arriving\n")
+        assert await stalled.closed()
+        assert time.monotonic() - began >= STALL_TIMEOUT_S
     finally:
         await stalled.close()
+    await wait_for(lambda: _open_connections(px) == 0, 5, "the client side to be closed")
+    assert asked == []  # the guest never heard of the request
+
+
+STEADY_PIECES = 30  # 64 KiB each, one every 0.05 s: the upload lasts three read timeouts
+
+
+async def test_an_upload_longer_than_the_read_timeout_is_not_cut_while_it_flows(
+    start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]]
+) -> None:
+    piece = b"u" * 65536
+    total = len(piece) * STEADY_PIECES
+
+    async def answers_after_the_body(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(total)  # says nothing until the body is whole, as guests do
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nstored")
+        await writer.drain()
+
+    port = await raw_guest(answers_after_the_body)
+    px = await start_proxy(
+        routes({"host": "steady.test", "guest": "steady", "port": port}),
+        [snapshot_guest(7213, "steady", (HOST,))],
+        read_timeout=f"{STALL_TIMEOUT_S}s",
+    )
+    up = await RawClient.connect(_port(px))
+    try:
+        began = time.monotonic()
+        await up.send(b"PUT /u HTTP/1.1\r\nHost: steady.test\r\nContent-Length: %d\r\n\r\n" % total)
+        for _ in range(STEADY_PIECES):
+            await up.send(piece)
+            await asyncio.sleep(0.05)  # the client's pace, not a wait for the proxy
+        assert time.monotonic() - began > 2 * STALL_TIMEOUT_S
+        reply = await up.reply()
+        assert (reply.status, reply.body) == (200, b"stored")
+    finally:
+        await up.close()
+
+
+async def test_a_guest_that_stops_taking_an_upload_in_is_given_up_on(
+    start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]]
+) -> None:
+    async def takes_nothing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.Event().wait()  # reads no body and never answers, until cancelled
+
+    port = await raw_guest(takes_nothing)
+    px = await start_proxy(
+        routes({"host": "deaf.test", "guest": "deaf", "port": port}),
+        [snapshot_guest(7215, "deaf", (HOST,))],
+        read_timeout=f"{STALL_TIMEOUT_S}s",
+    )
+    up = await RawClient.connect(_port(px))
+    head = b"PUT /u HTTP/1.1\r\nHost: deaf.test\r\nContent-Length: %d\r\n\r\n" % UPLOAD_BYTES
+    up._writer.write(head + b"d" * UPLOAD_BYTES)  # more than the sockets hold: it backs up
+    try:
+        reply = await up.reply(timeout_s=STALL_TIMEOUT_S + 5)
+        assert reply.status == 504
+        assert b"sent no response within" in reply.body
+    finally:
+        await up.close()
     await wait_for(lambda: _open_connections(px) == 0, 5, "the client side to be closed")
