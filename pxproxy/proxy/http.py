@@ -176,7 +176,7 @@ class HttpProxy:
         """Answer `request`: the handler set on `conn` (before it starts, since an answer
         given at once ends the request and may begin the next pipelined one) gets its body."""
         host = request.authority.host
-        match = self._table().match(host)
+        match = self._table().match_name(host)  # already in routing form
         if match is None:
             reply = problem(
                 404, "Not Found", f"no route for host {request.host!r}", host=request.host

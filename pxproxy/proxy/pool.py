@@ -16,8 +16,10 @@ from .upstream_conn import UpstreamConnection, UpstreamFailure
 # Pooled connections idle longer than this are dropped: many servers close theirs after a few
 # seconds, and reusing a half-closed one costs a retry.
 KEEPALIVE_S = 15.0
-# Idle connections kept per guest address: enough for a busy site's keep-alive, not a burst's.
-MAX_IDLE_PER_GUEST = 32
+# Idle connections kept per guest address: enough for a busy site's concurrency (below it,
+# every burst past the cap opens and closes connections: at 64 clients and a cap of 32, one
+# request in ten paid for a connect), not for an attack's.
+MAX_IDLE_PER_GUEST = 256
 
 
 class PoolKey(NamedTuple):

@@ -323,6 +323,13 @@ class ClientConnection(asyncio.Protocol):
             self._answered = True
             transport.write(data)
 
+    def writelines(self, parts: list[bytes]) -> None:
+        """Several pieces in one write (a vectored send where the transport can)."""
+        transport = self.transport
+        if transport is not None and self._state != _CLOSED:
+            self._answered = True
+            transport.writelines(parts)
+
     def write_interim(self, data: bytes) -> None:
         """A 1xx: a final response may still follow."""
         transport = self.transport

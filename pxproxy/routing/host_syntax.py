@@ -93,8 +93,25 @@ def ipv6_host(text: str) -> str | None:
         return None
 
 
+# Hosts repeat request after request: the valid ones are remembered (bounded, so a scan of
+# many names cannot grow it; refusals are not kept, their exception would be shared).
+_PARSED: dict[str, Authority] = {}
+_MAX_PARSED = 4096
+
+
 def parse_host(value: str) -> Authority:
     """A Host field value (or the authority of an absolute-form target, without userinfo)."""
+    found = _PARSED.get(value)
+    if found is not None:
+        return found
+    parsed = _parse_host(value)
+    if len(_PARSED) >= _MAX_PARSED:
+        _PARSED.clear()
+    _PARSED[value] = parsed
+    return parsed
+
+
+def _parse_host(value: str) -> Authority:
     text = value.strip(_OWS)
     if not text:
         raise BadAuthority(MISSING_HOST)
