@@ -15,6 +15,8 @@ fragment, whitespace, control or non-ASCII characters.
 
 from __future__ import annotations
 
+import re
+
 from ..routing.host_syntax import Authority, BadAuthority, parse_host
 
 __all__ = ["INVALID_TARGET", "Authority", "BadAuthority", "parse_host", "parse_target"]
@@ -27,6 +29,8 @@ _USERINFO_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~!$&'()*+,;=:%"
 )
 _HEX = frozenset("0123456789abcdefABCDEF")
+# Visible ASCII only, one or more: checked per request, so a compiled pattern, not a loop.
+_VISIBLE = re.compile(r"[!-~]+").fullmatch
 
 
 def parse_target(target: str) -> tuple[Authority | None, str]:
@@ -35,7 +39,7 @@ def parse_target(target: str) -> tuple[Authority | None, str]:
     if target == "*":
         return None, target
     # Visible ASCII only, and no fragment: a client never sends one (RFC 9112 §3.2).
-    if not target or not all("!" <= ch <= "~" for ch in target) or "#" in target:
+    if _VISIBLE(target) is None or "#" in target:
         raise BadAuthority(INVALID_TARGET)
     if target.startswith("/"):
         return None, target

@@ -18,7 +18,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..shutdown import DaemonStopping
-from ..wake.contract import Gate, WakeError, WakeState
+from ..wake.contract import ALWAYS_READY, Gate, WakeError, WakeState
 from . import waiting
 from .headers import client_response_headers, upstream_request_headers
 from .pool import PoolKey
@@ -74,6 +74,42 @@ class Activity:
 class Exchange:
     """Handler (server.py) and ResponseSink (upstream_conn.py) for one request."""
 
+    __slots__ = (
+        "_activity",
+        "_attempt",
+        "_body_sent_any",
+        "_chunked_out",
+        "_conn",
+        "_deferred",
+        "_done",
+        "_events",
+        "_gate",
+        "_gathering",
+        "_head",
+        "_head_sent",
+        "_health",
+        "_hold",
+        "_keep_alive",
+        "_key",
+        "_match",
+        "_opened",
+        "_out",
+        "_pending",
+        "_pending_size",
+        "_proxy",
+        "_quiet",
+        "_request",
+        "_reused",
+        "_sent_body",
+        "_started",
+        "_status",
+        "_task",
+        "_too_large",
+        "_up",
+        "_upstream",
+        "_upstream_s",
+    )
+
     def __init__(
         self,
         proxy: HttpProxy,
@@ -90,7 +126,9 @@ class Exchange:
         self._match = match
         self._gate = gate
         self._health = health  # a health check: never wakes, never counts as activity
-        self._activity = Activity(None if health else gate)
+        # A route without idle-watch has nothing to tell of activity or holds.
+        self._quiet = health or gate is ALWAYS_READY
+        self._activity = Activity(None if self._quiet else gate)
         self._hold: object | None = None
         self._upstream: Upstream | None = None
         self._up: UpstreamConnection | None = None
@@ -172,7 +210,7 @@ class Exchange:
                 return
         proxy.metrics.connection_opened(self._match.name)
         self._opened = True
-        if not self._health:
+        if not self._quiet:
             hold = self._gate.hold()
             hold.__enter__()
             self._hold = hold
@@ -482,6 +520,8 @@ class Exchange:
         if out and not self._gathering:
             if len(out) == 1:
                 self._conn.write(out[0])
+            elif len(out) < 8 and sum(map(len, out)) <= SMALL_BODY_BYTES:
+                self._conn.write(b"".join(out))  # a copy of little is cheaper than a vector
             else:
                 self._conn.writelines(out)
             out.clear()

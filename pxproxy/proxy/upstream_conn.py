@@ -106,6 +106,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._keep_alive = False
         self._framing = "none"
         self._interim = False  # inside a 1xx interim response
+        self._body_pending = False  # the request body is still coming from the client
+        self._write_blocked = False  # the guest takes no more of it for now
         self._in_feed = False
         self._reusable = False
         self._lost = False
@@ -161,6 +163,8 @@ class UpstreamConnection(asyncio.Protocol):
         self._fields = []
         self._reusable = False
         self._last_read = self.loop.time()
+        self._body_pending = body_pending
+        self._write_blocked = False
         if not body_pending:
             self._arm_timer(self._read_timeout)
         transport = self.transport
@@ -169,6 +173,10 @@ class UpstreamConnection(asyncio.Protocol):
 
     def body_sent(self) -> None:
         """The whole request is out: from now the guest owes an answer."""
+        self._body_pending = False
+        self._start_clock()
+
+    def _start_clock(self) -> None:
         if self._timer is None and self._state in (_HEAD, _BODY):
             self._last_read = self.loop.time()
             self._arm_timer(self._read_timeout)
@@ -205,7 +213,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._sink = None
         self._state = _IDLE
         self._parser = None
-        self._cancel_timer()
         self.resume()
 
     def close(self) -> None:
@@ -268,11 +275,16 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The guest takes no more of the body: from here its silence is its own.
-        self.body_sent()
+        self._write_blocked = True
+        self._start_clock()
         if self._sink is not None:
             self._sink.upstream_writable(False)
 
     def resume_writing(self) -> None:
+        # It takes the body in again: while the body is still coming, a silence is the
+        # client's (server.py times that), not the guest's.
+        self._write_blocked = False
+        self._last_read = self.loop.time()
         if self._sink is not None:
             self._sink.upstream_writable(True)
 
@@ -351,7 +363,6 @@ class UpstreamConnection(asyncio.Protocol):
             # the head, and the next exchange gets a new parser. Bytes a guest sent after it
             # anyway reach an idle connection, which then closes.
             self._reusable = self._keep_alive
-            self._cancel_timer()
             sink.response_head(head)
             if self._sink is not None and not self.tunnel:
                 sink.response_end()
@@ -374,7 +385,6 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self._state = _DONE
         self._reusable = self._keep_alive and self._framing != "close"
-        self._cancel_timer()
         sink = self._sink
         if sink is not None:
             sink.response_end()
@@ -382,8 +392,11 @@ class UpstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ failures and time
 
     def _arm_timer(self, delay: float) -> None:
-        self._cancel_timer()
-        self._timer = self.loop.call_later(delay, self._check_timeout)
+        # A timer still pending from an earlier exchange serves this one too: when it fires it
+        # measures from `_last_read`, and re-arms for what is left. So a kept-alive connection
+        # costs a timer per read_timeout, not one per request.
+        if self._timer is None:
+            self._timer = self.loop.call_later(delay, self._check_timeout)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -395,7 +408,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._timer = None
         if self._state not in (_HEAD, _BODY) or self.tunnel:
             return
-        if self._paused:
+        if self._paused or (self._body_pending and not self._write_blocked):
             self._arm_timer(self._read_timeout)
             return
         quiet = self.loop.time() - self._last_read

@@ -626,3 +626,46 @@ async def test_a_guest_that_stops_taking_an_upload_in_is_given_up_on(
     finally:
         await up.close()
     await wait_for(lambda: _open_connections(px) == 0, 5, "the client side to be closed")
+
+
+PUSHED_BACK_BYTES = 8 * 1024 * 1024  # more than the sockets between client and guest hold
+
+
+async def test_a_client_stalling_after_the_guest_pushed_back_still_gets_408(
+    start_proxy: StartProxy,
+    raw_guest: Callable[[Guest], Awaitable[int]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pushed_back = asyncio.Event()
+
+    class Recording(UpstreamConnection):
+        def pause_writing(self) -> None:
+            pushed_back.set()
+            super().pause_writing()
+
+    monkeypatch.setattr(pool_module, "UpstreamConnection", Recording)
+
+    async def slow_then_fast(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await pushed_back.wait()  # slower than the client for a moment, as disks are
+        await reader.readexactly(PUSHED_BACK_BYTES)  # then takes all the client sent
+        await reader.read()  # and waits for the rest, as it should
+
+    port = await raw_guest(slow_then_fast)
+    px = await start_proxy(
+        routes({"host": "race.test", "guest": "race", "port": port}),
+        [snapshot_guest(7216, "race", (HOST,))],
+        read_timeout=f"{STALL_TIMEOUT_S}s",
+    )
+    up = await RawClient.connect(_port(px))
+    try:
+        head = b"PUT /u HTTP/1.1\r\nHost: race.test\r\nContent-Length: %d\r\n\r\n" % (
+            2 * PUSHED_BACK_BYTES
+        )
+        await up.send(head + b"r" * PUSHED_BACK_BYTES)
+        # Half the body, then nothing: the guest has taken all of it and waits. The stall is
+        # the client's, however the guest kept pace before.
+        reply = await up.reply(timeout_s=STALL_TIMEOUT_S + 5)
+        assert (reply.status, reply.body) == (408, b"the request body stopped arriving\n")
+    finally:
+        await up.close()
