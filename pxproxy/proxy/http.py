@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
@@ -134,11 +135,17 @@ class HttpProxy:
             self._watcher = self.spawn(self._stop_when_stopping(), "pxproxy-proxy-stopping")
         return server
 
-    async def listen(self, host: str, port: int, **kwargs: Any) -> ProxyListener:
-        """A listening socket on host:port (pxproxy/proxy/listener.py)."""
-        return await open_listener(
-            self.server(scheme="https" if kwargs.get("tls") else "http"), host, port, **kwargs
-        )
+    async def listen(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: ssl.SSLContext | None = None,
+        reuse_port: bool = False,
+    ) -> ProxyListener:
+        """A listening socket on host:port (pxproxy/proxy/listener.py); with `tls`, HTTPS."""
+        server = self.server(scheme="http" if tls is None else "https")
+        return await open_listener(server, host, port, tls=tls, reuse_port=reuse_port)
 
     async def _stop_when_stopping(self) -> None:
         await self.stopping.wait()

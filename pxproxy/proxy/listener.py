@@ -153,6 +153,7 @@ async def open_listener(
     port: int,
     *,
     tls: ssl.SSLContext | None = None,
+    reuse_port: bool = False,
 ) -> ProxyListener:
     """Bind host:port ("" for all IPv4 addresses) and start accepting; OSError (a
     socket.gaierror for a name that does not resolve) when that cannot be done."""
@@ -164,6 +165,10 @@ async def open_listener(
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            # Several processes on one port, the kernel spreading connections (the bench's
+            # measurement of workers; not a config key, since it did not pay here).
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         sock.bind(address)
