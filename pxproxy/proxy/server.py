@@ -13,7 +13,10 @@ per request.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
+import struct
+import termios
 import time
 from collections import deque
 from collections.abc import Callable
@@ -124,6 +127,9 @@ class ClientConnection(asyncio.Protocol):
         self._answered = False
         self._last_read = 0.0
         self._write_paused_at = 0.0
+        self._write_mark = 0
+        self._written = 0  # bytes written to the transport, for _taken()
+        self._since_body = 0  # bytes of a chunked body since its last data: trailers, extensions
         self._client_eof = False  # the client half-closed after its request
         self._quiet_until = 0.0
 
@@ -159,6 +165,8 @@ class ClientConnection(asyncio.Protocol):
     def _feed(self, data: bytes) -> None:
         if self._in_head or self._state == _HEAD:
             self._raw_head += len(data)
+        elif self._in_chunked_body():
+            self._since_body += len(data)  # httptools buffers a trailer whole: bound it
         parser = self._parser
         try:
             parser.feed_data(data)
@@ -188,8 +196,12 @@ class ClientConnection(asyncio.Protocol):
             # llhttp's wording is fixed text ("Invalid header token"), never request bytes.
             self._refuse(Refusal(400, "malformed request\n"), str(exc) or "malformed request")
         else:
-            if self._in_head and self._raw_head > self._limits.max_header_size + _LINE_OVERHEAD:
+            limit = self._limits.max_header_size + _LINE_OVERHEAD
+            if self._in_head and self._raw_head > limit:
                 self._refuse(Refusal(431, "request head too large\n"))
+            elif self._since_body > limit and self._in_chunked_body():
+                self._since_body = 0
+                self._refuse(Refusal(431, "request trailers too large\n"))
         handler = self.handler
         if handler is not None:
             handler.client_flush()
@@ -209,6 +221,38 @@ class ClientConnection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self.writing_paused = True
         self._write_paused_at = time.monotonic()
+        self._write_mark = self._taken()
+
+    def _unsent(self) -> int:
+        transport = self.transport
+        return transport.get_write_buffer_size() if transport is not None else 0
+
+    def _taken(self) -> int:
+        """Bytes the client acknowledged of all written to it: what is still in our buffer
+        and in the kernel's send queue is not taken (a socket becomes writable again only
+        after a large part of its queue drained, so our own buffer alone shows no progress
+        for a slow reader)."""
+        return self._written - self._unsent() - self._kernel_queue()
+
+    def _kernel_queue(self) -> int:
+        transport = self.transport
+        sock = transport.get_extra_info("socket") if transport is not None else None
+        if sock is None:
+            return 0
+        try:
+            queued = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+        except (OSError, ValueError):
+            return 0
+        return int(struct.unpack("i", queued)[0])
+
+    def _stalled_writer(self, now: float) -> bool:
+        """The client took nothing of what waits for it for read_timeout (nginx's
+        send_timeout). Progress, however slow, pushes the deadline back."""
+        taken = self._taken()
+        if taken > self._write_mark:
+            self._write_mark, self._write_paused_at = taken, now
+            return False
+        return self._unsent() > 0 and now - self._write_paused_at >= self._limits.read_timeout
 
     def resume_writing(self) -> None:
         self.writing_paused = False
@@ -288,11 +332,24 @@ class ClientConnection(asyncio.Protocol):
         self._begin(request)
 
     def on_body(self, body: bytes) -> None:
+        self._since_body = 0
         if self._current_body:
             if self.handler is not None:
                 self.handler.client_body(body)
         elif self._feeding is not None:
             self._feeding.body.append(body)
+
+    def _in_chunked_body(self) -> bool:
+        feeding = self._feeding
+        if feeding is not None:
+            return feeding.request.body == "chunked" and not feeding.done
+        request = self.request
+        return (
+            self._current_body
+            and request is not None
+            and request.body == "chunked"
+            and not request.body_done
+        )
 
     def on_message_complete(self) -> None:
         if self._current_body:
@@ -321,6 +378,7 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and self._state != _CLOSED:
             self._answered = True
+            self._written += len(data)
             transport.write(data)
 
     def writelines(self, parts: list[bytes]) -> None:
@@ -328,12 +386,14 @@ class ClientConnection(asyncio.Protocol):
         transport = self.transport
         if transport is not None and self._state != _CLOSED:
             self._answered = True
+            self._written += sum(map(len, parts))
             transport.writelines(parts)
 
     def write_interim(self, data: bytes) -> None:
         """A 1xx: a final response may still follow."""
         transport = self.transport
         if transport is not None and self._state != _CLOSED:
+            self._written += len(data)
             transport.write(data)
 
     def reply(self, reply: Reply, *, head_only: bool = False) -> None:
@@ -457,6 +517,9 @@ class ClientConnection(asyncio.Protocol):
             return
         self._state = _CLOSED
         if self.transport is not None:
+            # close() waits for the unsent answer; a client that never takes it is reaped
+            # by the sweep (check()), or it would hold its descriptor for good.
+            self._write_paused_at, self._write_mark = time.monotonic(), self._taken()
             self.transport.close()
 
     # ------------------------------------------------------------------ refusals and time
@@ -508,14 +571,18 @@ class ClientConnection(asyncio.Protocol):
     def check(self, now: float) -> None:
         """The sweep: close a connection past its deadline."""
         state = self._state
+        if state == _CLOSED:
+            if self._stalled_writer(now):
+                self.abort()
+            return
         if state == _LINGER:
             if now >= self.deadline or now >= self._quiet_until:
                 self._close()
             return
         if state in (_BUSY, _TUNNEL) and self.writing_paused:
-            # A client that takes nothing of its answer for this long holds a guest connection
-            # and keeps the guest awake: nginx's send_timeout.
-            if now - self._write_paused_at >= self._limits.read_timeout:
+            # A client that takes nothing of its answer holds a guest connection and keeps the
+            # guest awake.
+            if self._stalled_writer(now):
                 self.server.reject_log(self.peer or "unknown", "stopped reading its answer")
                 self.abort()
             return

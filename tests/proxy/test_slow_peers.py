@@ -669,3 +669,105 @@ async def test_a_client_stalling_after_the_guest_pushed_back_still_gets_408(
         assert (reply.status, reply.body) == (408, b"the request body stopped arriving\n")
     finally:
         await up.close()
+
+
+# ------------------------------------------------------------------ clients that stop reading
+
+BIG_ANSWER = 8 * 1024 * 1024
+
+
+async def _big_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG_ANSWER)
+    chunk = b"x" * 65536
+    for _ in range(BIG_ANSWER // len(chunk)):
+        writer.write(chunk)
+        await writer.drain()
+
+
+def _small_receiver() -> socket.socket:
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)  # fills at once
+    sock.setblocking(False)
+    return sock
+
+
+async def test_a_client_that_stops_reading_its_answer_is_cut_after_read_timeout(
+    start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]]
+) -> None:
+    port = await raw_guest(_big_answer)
+    px = await start_proxy(
+        routes({"host": "big.test", "guest": "big", "port": port}),
+        [snapshot_guest(7217, "big", (HOST,))],
+        read_timeout="1s",
+    )
+    loop = asyncio.get_running_loop()
+    sock = _small_receiver()
+    try:
+        await loop.sock_connect(sock, (HOST, _port(px)))
+        await loop.sock_sendall(sock, b"GET / HTTP/1.1\r\nHost: big.test\r\n\r\n")
+        # It reads nothing: once its buffers and ours are full, nothing moves for 1 s.
+        await wait_for(lambda: _open_connections(px) == 0, 10, "the stalled reader to be cut")
+        # The exchange ended with it (and with it the guest connection and any hold).
+        await wait_for(lambda: len(px.metrics.requests) == 1, 5, "the exchange to end")
+        assert all(count == 0 for count in px.metrics.open.values())
+    finally:
+        sock.close()
+
+
+async def test_a_slow_reader_that_keeps_taking_is_not_cut(
+    start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]]
+) -> None:
+    port = await raw_guest(_big_answer)
+    px = await start_proxy(
+        routes({"host": "big.test", "guest": "big", "port": port}),
+        [snapshot_guest(7218, "big", (HOST,))],
+        read_timeout="1s",
+    )
+    loop = asyncio.get_running_loop()
+    sock = _small_receiver()
+    try:
+        await loop.sock_connect(sock, (HOST, _port(px)))
+        await loop.sock_sendall(sock, b"GET / HTTP/1.1\r\nHost: big.test\r\n\r\n")
+        # 8 KiB every 0.1 s for three read timeouts: the proxy's buffers stay full (a
+        # socket turns writable again only after much of its queue drained), yet the client
+        # takes something all the time, so it is never cut.
+        got, started = 0, time.monotonic()
+        while time.monotonic() - started < 3.0:
+            chunk = await loop.sock_recv(sock, 8192)
+            assert chunk, f"cut after {got} bytes"
+            got += len(chunk)
+            await asyncio.sleep(0.1)  # the pace of the reader, not a wait for the proxy
+        assert _open_connections(px) == 1
+        assert px.metrics.requests == []  # still answering
+    finally:
+        sock.close()
+
+
+async def test_trailers_are_bounded_like_a_head(
+    start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]]
+) -> None:
+    async def reads_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    port = await raw_guest(reads_all)
+    px = await start_proxy(
+        routes({"host": "trail.test", "guest": "trail", "port": port}),
+        [snapshot_guest(7219, "trail", (HOST,))],
+    )
+    client = await RawClient.connect(_port(px))
+    try:
+        await client.send(
+            b"POST / HTTP/1.1\r\nHost: trail.test\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\nX-Trailer: "
+        )
+        for _ in range(64):  # 4 MiB of one trailer value; a head gets 431 at 16 KiB
+            if client.eof:
+                break
+            with contextlib.suppress(ConnectionError):
+                await client.send(b"a" * 65536)
+        reply = await client.reply()
+        assert reply.status == 431
+        assert await client.closed()
+    finally:
+        await client.close()
