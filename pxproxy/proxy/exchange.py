@@ -22,7 +22,7 @@ from ..wake.contract import ALWAYS_READY, Gate, WakeError, WakeState
 from . import waiting
 from .headers import client_response_headers, upstream_request_headers
 from .pool import PoolKey
-from .replies import Reply, problem, reason, text_reply
+from .replies import Reply, problem, reason
 from .request import ClientRequest
 from .server import ClientConnection
 from .tunnel import Tunnel
@@ -607,7 +607,3 @@ def too_large(limit: int) -> Reply:
     return problem(
         413, "Content Too Large", f"the request body is larger than {limit} bytes", close=True
     )
-
-
-def plain(status: int, text: str) -> Reply:
-    return text_reply(status, text)

@@ -19,7 +19,6 @@ import struct
 import termios
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Final, Protocol, cast
 
 import httptools
@@ -90,10 +89,6 @@ class _Pipelined:
         self.request = request
         self.body: list[bytes] = []
         self.done = False
-
-
-class _Stop(Exception):
-    pass
 
 
 class ClientConnection(asyncio.Protocol):
@@ -190,8 +185,13 @@ class ClientConnection(asyncio.Protocol):
             cause = exc.__context__
             if isinstance(cause, Refusal):
                 self._refuse(cause)
-            elif not isinstance(cause, _Stop):
-                raise
+            else:
+                # A bug of ours while answering: this connection ends, the proxy serves on.
+                log.error("proxy: error handling a request from %s", self.peer, exc_info=cause)
+                handler, self.handler = self.handler, None
+                if handler is not None:
+                    handler.client_lost()
+                self.abort()
         except httptools.HttpParserError as exc:
             # llhttp's wording is fixed text ("Invalid header token"), never request bytes.
             self._refuse(Refusal(400, "malformed request\n"), str(exc) or "malformed request")
@@ -703,7 +703,3 @@ class ProxyServer:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-
-
-def make_factory(server: ProxyServer) -> Callable[[], ClientConnection]:
-    return server.protocol
