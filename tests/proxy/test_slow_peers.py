@@ -771,3 +771,41 @@ async def test_trailers_are_bounded_like_a_head(
         assert await client.closed()
     finally:
         await client.close()
+
+
+async def test_a_closed_connection_whose_client_never_takes_the_rest_is_reaped(
+    start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]]
+) -> None:
+    body = b"y" * 60_000  # under SMALL_BODY_BYTES: the whole answer is written at once
+
+    async def answers(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+        await reader.read()
+
+    port = await raw_guest(answers)
+    px = await start_proxy(
+        routes({"host": "rest.test", "guest": "rest", "port": port}),
+        [snapshot_guest(7220, "rest", (HOST,))],
+        read_timeout="1s",
+    )
+    loop = asyncio.get_running_loop()
+    sock = _small_receiver()
+    try:
+        await loop.sock_connect(sock, (HOST, _port(px)))
+        await wait_for(lambda: _open_connections(px) == 1, 5, "the proxy to take the client")
+        # Small kernel buffers on the proxy's side too, as on a slow link: most of the answer
+        # stays in the transport when the proxy closes after it (Connection: close).
+        for server in px.proxy._servers:
+            for conn in server.connections:
+                assert conn.transport is not None
+                raw = conn.transport.get_extra_info("socket")
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        request = b"GET / HTTP/1.1\r\nHost: rest.test\r\nConnection: close\r\n\r\n"
+        await loop.sock_sendall(sock, request)
+        await wait_for(lambda: len(px.metrics.requests) == 1, 5, "the answer to be written")
+        # The client reads nothing: without the sweep, close() would wait for ever.
+        await wait_for(lambda: _open_connections(px) == 0, 10, "the connection to be reaped")
+    finally:
+        sock.close()
