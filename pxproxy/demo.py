@@ -73,6 +73,23 @@ def demo_config(
         if g.status != "running":
             route["idle"] = {"timeout": "1m", "wake_timeout": "1m", "stop_method": "shutdown"}
         routes.append(route)
+    # One TCP and one UDP route too (the game server's), on ports the system picks: every
+    # kind of route the proxy has, each waking its guest.
+    game = next((g for g in lab.cluster.guests.values() if g.tcp_ports and g.udp_ports), None)
+    if game is not None:
+        idle = {"timeout": "1m", "wake_timeout": "1m", "stop_method": "shutdown"}
+        routes.append({"listen": "127.0.0.1:0", "guest": game.name, "port": game.tcp_ports[0]})
+        routes.append(
+            {
+                "listen": "127.0.0.1:0",
+                "protocol": "udp",
+                "guest": game.name,
+                "port": game.udp_ports[0],
+                **({"idle": idle} if game.status != "running" else {}),
+            }
+        )
+        if game.status != "running":
+            routes[-2]["idle"] = idle
     data = {
         "proxmox": [
             lab.proxmox_entry(
@@ -171,9 +188,15 @@ def instructions(
         f"Routes (proxy on {proxy_host}:{daemon.proxy_port}; *.localhost names resolve to"
         " loopback):",
     ]
+    tcp, udp = daemon.tcp_proxy.bound_addresses(), daemon.udp_proxy.bound_addresses()
     for route in config.routes:
+        where = ", ".join(route.host or ())
+        if route.listen is not None:
+            bound = (udp if route.protocol == "udp" else tcp).get(route.listen)
+            address = f"{bound[0]}:{bound[1]}" if bound else route.listen
+            where = f"{route.protocol} {address}"
         lines.append(
-            f"  {', '.join(route.host or ())} -> {route.guest}:{route.port}"
+            f"  {where} -> {route.guest}:{route.port}"
             + (f"  (idle-watch, {route.idle.timeout:g}s)" if route.idle else "")
         )
     if notes_guest is not None:

@@ -96,6 +96,16 @@ async def test_demo_prints_instructions_that_work() -> None:
             name, port = match.group(1), match.group(2)
             status, body = await get_host(f"http://127.0.0.1:{port}/", f"{name}.demo.localhost")
             assert (status, body.split(" ")[0]) == (200, name)
+        # The game server's TCP and UDP routes, on ports the system picked, echo.
+        tcp = re.search(r"^  tcp 127\.0\.0\.1:(\d+) -> minecraft:25565", text, re.M)
+        udp = re.search(r"^  udp 127\.0\.0\.1:(\d+) -> minecraft:19132", text, re.M)
+        assert tcp is not None
+        assert udp is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", int(tcp.group(1)))
+        writer.write(b"ping\n")
+        assert await asyncio.wait_for(reader.readexactly(5), 10) == b"ping\n"
+        writer.close()
+        assert await _udp_echo(int(udp.group(1)), b"bedrock") == b"bedrock"
         # The wake shows in the terminal as it happens, with its duration.
         woken = sleeping.group(1)
         text += await read_until(proc.stdout, f"idle-watch: {woken} ready after")
@@ -240,3 +250,26 @@ async def _companion_lines_work(text: str, proxy_port: int) -> None:
                 break
             await asyncio.sleep(0.2)
     assert body.split(" ")[0] == name
+
+
+async def _udp_echo(port: int, payload: bytes) -> bytes:
+    """One datagram to 127.0.0.1:port and its echo (a few tries: UDP may drop one)."""
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[bytes] = loop.create_future()
+
+    class Client(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            if not answer.done():
+                answer.set_result(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Client, remote_addr=("127.0.0.1", port))
+    try:
+        for _ in range(5):
+            transport.sendto(payload)
+            try:
+                return await asyncio.wait_for(asyncio.shield(answer), 2)
+            except TimeoutError:
+                continue
+        raise AssertionError("no UDP echo through the demo's route")
+    finally:
+        transport.close()
