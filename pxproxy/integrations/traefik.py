@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,18 +89,17 @@ def render_traefik(
             omitted.append(f"{route.name}: parked, and pxproxy has no proxy listener to send it to")
         elif target is None:
             parked.append(traefik_service_name(route.config))
-    for route in routes.tcp():
-        target = _guest_address(route, snapshot, gate_for)
-        if not _add_tcp(tcp, route, target, options, endpoints):
-            omitted.append(f"{route.name}: parked, and pxproxy is not listening on it")
-        elif target is None:
-            parked.append(traefik_service_name(route.config))
-    for route in routes.udp():
-        target = _guest_address(route, snapshot, gate_for)
-        if not _add_udp(udp, route, target, options, endpoints):
-            omitted.append(f"{route.name}: parked, and pxproxy is not listening on it")
-        elif target is None:
-            parked.append(traefik_service_name(route.config))
+    streams = (
+        ("tcp", tcp, routes.tcp(), options.tcp_entrypoints, endpoints.tcp),
+        ("udp", udp, routes.udp(), options.udp_entrypoints, endpoints.udp),
+    )
+    for protocol, section, stream_routes, entrypoints, bound in streams:
+        for route in stream_routes:
+            target = _guest_address(route, snapshot, gate_for)
+            if not _add_stream(section, route, target, entrypoints, bound, protocol):
+                omitted.append(f"{route.name}: parked, and pxproxy is not listening on it")
+            elif target is None:
+                parked.append(traefik_service_name(route.config))
     config: dict[str, Any] = {}
     for key, part in (("http", http), ("tcp", tcp), ("udp", udp)):
         kept = {k: v for k, v in part.items() if v}
@@ -205,56 +204,33 @@ def _tls(options: TraefikOptions) -> dict[str, Any]:
     return out
 
 
-def _add_tcp(
-    tcp: dict[str, dict[str, Any]],
+def _add_stream(
+    section: dict[str, dict[str, Any]],
     route: Route,
     target: str | None,
-    options: TraefikOptions,
-    endpoints: ProxyEndpoints,
+    entrypoints: Mapping[int, str],
+    bound_addresses: Mapping[str, tuple[str, int]],
+    protocol: str,
 ) -> bool:
+    """A TCP or UDP router and its service: to the guest (`target`), or, while it is parked,
+    to pxproxy's listener for the route. False when that listener is not bound."""
     config = route.config
     listen = config.listen or ""
     if target is not None:
         address = f"{target}:{config.port}"
     else:
-        bound = endpoints.tcp.get(listen)
+        bound = bound_addresses.get(listen)
         if bound is None:
             return False
         host, port = bound
         address = f"{url_host(host)}:{port}"
     _, listen_port = split_address(listen)
-    entrypoint = options.tcp_entrypoints.get(listen_port, f"tcp-{listen_port}")
+    entrypoint = entrypoints.get(listen_port, f"{protocol}-{listen_port}")
     service = traefik_service_name(config)
-    tcp["services"][service] = {"loadBalancer": {"servers": [{"address": address}]}}
-    tcp["routers"][traefik_router_name(config)] = {
-        "rule": "HostSNI(`*`)",
-        "entryPoints": [entrypoint],
-        "service": service,
-    }
-    return True
-
-
-def _add_udp(
-    udp: dict[str, dict[str, Any]],
-    route: Route,
-    target: str | None,
-    options: TraefikOptions,
-    endpoints: ProxyEndpoints,
-) -> bool:
-    """A UDP router has no rule: its entrypoint (one per route) is all it matches on."""
-    config = route.config
-    listen = config.listen or ""
-    if target is not None:
-        address = f"{target}:{config.port}"
-    else:
-        bound = endpoints.udp.get(listen)
-        if bound is None:
-            return False
-        host, port = bound
-        address = f"{url_host(host)}:{port}"
-    _, listen_port = split_address(listen)
-    entrypoint = options.udp_entrypoints.get(listen_port, f"udp-{listen_port}")
-    service = traefik_service_name(config)
-    udp["services"][service] = {"loadBalancer": {"servers": [{"address": address}]}}
-    udp["routers"][traefik_router_name(config)] = {"entryPoints": [entrypoint], "service": service}
+    section["services"][service] = {"loadBalancer": {"servers": [{"address": address}]}}
+    router: dict[str, Any] = {"entryPoints": [entrypoint], "service": service}
+    if protocol == "tcp":
+        # A UDP router has no rule: its entrypoint (one per route) is all it matches on.
+        router = {"rule": "HostSNI(`*`)", **router}
+    section["routers"][traefik_router_name(config)] = router
     return True
