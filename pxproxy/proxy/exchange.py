@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING
 
 from ..shutdown import DaemonStopping
@@ -104,7 +105,6 @@ class Exchange:
         "_started",
         "_status",
         "_task",
-        "_too_large",
         "_up",
         "_upstream",
         "_upstream_s",
@@ -129,7 +129,7 @@ class Exchange:
         # A route without idle-watch has nothing to tell of activity or holds.
         self._quiet = health or gate is ALWAYS_READY
         self._activity = Activity(None if self._quiet else gate)
-        self._hold: object | None = None
+        self._hold: AbstractContextManager[None] | None = None
         self._upstream: Upstream | None = None
         self._up: UpstreamConnection | None = None
         self._task: asyncio.Task[None] | None = None
@@ -150,7 +150,6 @@ class Exchange:
         self._attempt = 0
         self._done = False
         self._opened = False
-        self._too_large = False
         self._deferred = False  # a chunked body is being read before the guest is asked
 
     # ------------------------------------------------------------------ starting
@@ -374,7 +373,6 @@ class Exchange:
         self._conn.finish(keep_alive=False)
 
     def _body_too_large(self, limit: int) -> None:
-        self._too_large = True
         up, self._up = self._up, None
         if up is not None:
             up.close()  # aborts the upload to the guest mid-body
@@ -466,26 +464,18 @@ class Exchange:
             return
         self._up = None
         request = self._request
-        if self._gathering:
-            self._out.clear()  # nothing went out yet: the client can still get a clean 502
-            self._head_sent = self._gathering = False
-            upstream = self._upstream
-            guest = upstream.guest if upstream else "?"
-            log.warning("%s: guest %s broke off the response: %s", self._match.name, guest, failure)
-            self._reply(
-                problem(502, "Bad Gateway", f"guest {guest} broke off its response", guest=guest)
-            )
-            return
         if self._head_sent:
+            guest = self._upstream.guest if self._upstream else "?"
+            log.warning("%s: guest %s broke off the response: %s", self._match.name, guest, failure)
+            if self._gathering:
+                self._out.clear()  # nothing went out yet: the client can still get a clean 502
+                self._head_sent = self._gathering = False
+                text = f"guest {guest} broke off its response"
+                self._reply(problem(502, "Bad Gateway", text, guest=guest))
+                return
             # The status line is gone already: all we can do is cut the client off, so it
             # sees a truncated body rather than a complete-looking one.
             self._flush()
-            log.warning(
-                "%s: guest %s broke off the response: %s",
-                self._match.name,
-                self._upstream.guest if self._upstream else "?",
-                failure,
-            )
             self._end(self._status)
             self._conn.abort()
             return
@@ -535,24 +525,18 @@ class Exchange:
         lines.extend(f"{name}: {value}\r\n" for name, value in head.fields)
         lines.append("\r\n")
         conn.write("".join(lines).encode("latin-1"))
-        self._done = True
         self._up = None
-        hold, self._hold = self._hold, None
+        # The exchange ends with the tunnel: its callbacks stop here (`_done`), its
+        # accounting when the tunnel closes.
+        self._done = True
         tunnel = Tunnel(
             conn,
             up,
             self._proxy.tunnels,
             activity=self._activity,
-            on_end=lambda: self._tunnel_ended(hold),
+            on_end=lambda: self._account(101, self._upstream_s),
         )
         tunnel.begin(conn.start_tunnel())
-
-    def _tunnel_ended(self, hold: object | None) -> None:
-        metrics = self._proxy.metrics
-        metrics.request(self._match.name, 101, self._upstream_s)
-        metrics.connection_closed(self._match.name)
-        if hold is not None:
-            hold.__exit__(None, None, None)  # type: ignore[attr-defined]
 
     def _reply(self, reply: Reply) -> None:
         if self._done:
@@ -568,14 +552,18 @@ class Exchange:
         if self._done:
             return
         self._done = True
+        self._account(status, self._upstream_s if upstream else None)
+
+    def _account(self, status: int, upstream_s: float | None) -> None:
+        """The request is over: counted once, its connection and its hold released."""
         name = self._match.name
         metrics = self._proxy.metrics
-        metrics.request(name, status, self._upstream_s if upstream else None)
+        metrics.request(name, status, upstream_s)
         if self._opened:
             metrics.connection_closed(name)
         hold, self._hold = self._hold, None
         if hold is not None:
-            hold.__exit__(None, None, None)  # type: ignore[attr-defined]
+            hold.__exit__(None, None, None)
 
     def _error_reply(self, failure: UpstreamFailure) -> Reply:
         upstream = self._upstream

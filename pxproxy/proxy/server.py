@@ -533,12 +533,14 @@ class ClientConnection(asyncio.Protocol):
             self._queued.remove(feeding)
             self._feeding = None
         request = self.request
-        if self.handler is not None and request is not None and not request.body_done:
-            # The body of the request being answered cannot be framed (a bad chunk): the
-            # guest must not get the rest of it, and the client learns why if it can.
+        if request is not None and not request.body_done:
+            # The body of the request being answered cannot be framed (a bad chunk) or
+            # stopped arriving: the guest must not get the rest of it, and the client learns
+            # why if it can.
             handler, self.handler = self.handler, None
             self.request = None
-            handler.client_lost()
+            if handler is not None:
+                handler.client_lost()
             if self._answered:
                 self.abort()
                 return
@@ -614,17 +616,7 @@ class ClientConnection(asyncio.Protocol):
             or now - self._last_read < self._limits.read_timeout
         ):
             return
-        handler, self.handler = self.handler, None
-        self.request = None
-        if handler is not None:
-            handler.client_lost()
-        self.server.reject_log(self.peer or "unknown", "request body stalled")
-        if self._answered:
-            self.abort()
-            return
-        reply = text_reply(408, "the request body stopped arriving\n", close=True)
-        self.write(reply.encode(keep_alive=False))
-        self._linger()
+        self._refuse(Refusal(408, "the request body stopped arriving\n"), "request body stalled")
 
     def stop(self) -> None:
         """The daemon is stopping: idle connections close now, busy ones after their answer."""
