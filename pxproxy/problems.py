@@ -1,5 +1,6 @@
 """Problem documents (RFC 9457): the exception an error becomes once it has an HTTP answer, and
-the one renderer, shared by the management API and the proxy.
+its one JSON form, which the management API renders here and the proxy as bytes
+(proxy/replies.py).
 
 Which error gets which status is decided in error_table.py; this module only carries and renders.
 """
@@ -12,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-__all__ = ["Problem", "problem", "render"]
+__all__ = ["Problem", "render"]
 
 CONTENT_TYPE = "application/problem+json"
 
@@ -42,25 +43,17 @@ class Problem(Exception):
         body.update(self.extra)
         return body
 
+    def json(self) -> str:
+        """The document as it goes on the wire, for the API and the proxy alike."""
+        return json.dumps(self.document())
+
 
 def render(error: Problem, headers: Mapping[str, str] | None = None) -> web.Response:
     """The answer for `error`; `headers` are added to (and win over) the error's own."""
     merged = {**error.headers, **(headers or {})}
     return web.Response(
         status=error.status,
-        text=json.dumps(error.document()),
+        text=error.json(),
         content_type=CONTENT_TYPE,
         headers=merged or None,
     )
-
-
-def problem(
-    status: int,
-    title: str,
-    detail: str,
-    *,
-    headers: Mapping[str, str] | None = None,
-    **extra: Any,
-) -> web.Response:
-    """Render a problem made on the spot (the proxy's own answers)."""
-    return render(Problem(status, title, detail, headers=headers, **extra))

@@ -63,32 +63,6 @@ class NoMetrics:
         return None
 
 
-class _Answered:
-    """The handler of a request already answered whole; what the client still sends of its
-    body is dropped (the connection closes after the answer anyway)."""
-
-    def client_body(self, data: bytes) -> None:
-        return None
-
-    def client_body_end(self) -> None:
-        return None
-
-    def client_flush(self) -> None:
-        return None
-
-    def client_writable(self) -> None:
-        return None
-
-    def client_lost(self) -> None:
-        return None
-
-    def stop(self) -> None:
-        return None
-
-
-ANSWERED = _Answered()
-
-
 class HttpProxy:
     def __init__(
         self,
@@ -222,8 +196,7 @@ class HttpProxy:
 
     def _answer(self, conn: ClientConnection, route: str, reply: Reply) -> None:
         self.metrics.request(route, reply.status, None)
-        conn.handler = ANSWERED
-        conn.reply(reply)
+        conn.reply(reply)  # whole, at once: the request is over (conn.handler stays None)
 
     def upstream_for(self, route: RouteConfig) -> Upstream:
         return self._upstreams.get(self._inventory.snapshot, route)

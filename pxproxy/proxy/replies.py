@@ -1,13 +1,12 @@
 """The proxy's own answers (problems, refusals, the loading page) as bytes on the wire.
 
 The data path writes to transports, not through a web framework: an answer is a status, its
-headers and a body, encoded once. Problem documents use the one renderer's JSON shape
-(pxproxy/problems.py), so the proxy and the API answer errors alike.
+headers and a body, encoded once. Problem documents are Problem.json() (pxproxy/problems.py),
+so the proxy and the API answer errors alike.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -66,7 +65,7 @@ def problem_reply(error: Problem, *, close: bool = False) -> Reply:
     return Reply(
         error.status,
         (("Content-Type", CONTENT_TYPE), *error.headers.items()),
-        json.dumps(error.document()).encode(),
+        error.json().encode(),
         close,
     )
 
