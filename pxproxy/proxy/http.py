@@ -119,7 +119,9 @@ class HttpProxy:
     ) -> ProxyListener:
         """A listening socket on host:port (pxproxy/proxy/listener.py); with `tls`, HTTPS."""
         server = self.server(scheme="http" if tls is None else "https")
-        return await open_listener(server, host, port, tls=tls, reuse_port=reuse_port)
+        return await open_listener(
+            server, host, port, spawn=self.spawn, tls=tls, reuse_port=reuse_port
+        )
 
     async def _stop_when_stopping(self) -> None:
         await self.stopping.wait()

@@ -14,6 +14,7 @@ import errno
 import logging
 import socket
 import ssl
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .server import ProxyServer
@@ -25,13 +26,20 @@ ACCEPTS_PER_WAKE = 64  # sockets taken per readiness callback, so a burst costs 
 RETRY_ACCEPT_S = 0.25  # after running out of descriptors
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
 _OUT_OF = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+# Starts an owned task: HttpProxy.spawn, whose close() cancels and awaits it.
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[Any]"]
 
 
 class ProxyListener:
     def __init__(
-        self, sock: socket.socket, server: ProxyServer, tls: ssl.SSLContext | None
+        self,
+        sock: socket.socket,
+        server: ProxyServer,
+        tls: ssl.SSLContext | None,
+        spawn: Spawn,
     ) -> None:
         self._sock = sock
+        self._spawn = spawn  # the proxy's: it awaits the tasks when it closes
         self.server = server
         self._tls = tls
         self._loop = asyncio.get_running_loop()
@@ -50,11 +58,6 @@ class ProxyListener:
             return None
         return int(self._sock.getsockname()[1])
 
-    @property
-    def address(self) -> tuple[str, int]:
-        host, port = self._sock.getsockname()[:2]
-        return str(host), int(port)
-
     def close(self) -> None:
         """Stop accepting; the open connections are the server's to drain."""
         if self._closed:
@@ -66,10 +69,6 @@ class ProxyListener:
         for task in self._handshakes:
             task.cancel()
         self._sock.close()
-
-    async def wait_closed(self) -> None:
-        if self._handshakes:
-            await asyncio.gather(*self._handshakes, return_exceptions=True)
 
     def _start_reading(self) -> None:
         if not self._reading and not self._closed:
@@ -126,7 +125,7 @@ class ProxyListener:
     def _adopt(self, conn: socket.socket) -> None:
         if self._tls is None:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        task = self._loop.create_task(self._connect(conn))
+        task = self._spawn(self._connect(conn), "pxproxy-accept")
         self._handshakes.add(task)
         task.add_done_callback(self._handshakes.discard)
 
@@ -152,6 +151,7 @@ async def open_listener(
     host: str,
     port: int,
     *,
+    spawn: Spawn,
     tls: ssl.SSLContext | None = None,
     reuse_port: bool = False,
 ) -> ProxyListener:
@@ -177,4 +177,4 @@ async def open_listener(
     except OSError:
         sock.close()
         raise
-    return ProxyListener(sock, server, tls)
+    return ProxyListener(sock, server, tls, spawn)
