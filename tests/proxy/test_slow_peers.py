@@ -692,13 +692,15 @@ def _small_receiver() -> socket.socket:
     return sock
 
 
-async def test_a_client_that_stops_reading_its_answer_is_cut_after_read_timeout(
-    start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]]
-) -> None:
+async def _big_download(
+    start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]], vmid: int
+) -> tuple[RunningProxy, socket.socket]:
+    """A proxy (read_timeout 1 s) to a guest sending BIG_ANSWER, and a client with a small
+    receive buffer that has asked for it."""
     port = await raw_guest(_big_answer)
     px = await start_proxy(
         routes({"host": "big.test", "guest": "big", "port": port}),
-        [snapshot_guest(7217, "big", (HOST,))],
+        [snapshot_guest(vmid, "big", (HOST,))],
         read_timeout="1s",
     )
     loop = asyncio.get_running_loop()
@@ -706,6 +708,17 @@ async def test_a_client_that_stops_reading_its_answer_is_cut_after_read_timeout(
     try:
         await loop.sock_connect(sock, (HOST, _port(px)))
         await loop.sock_sendall(sock, b"GET / HTTP/1.1\r\nHost: big.test\r\n\r\n")
+    except BaseException:
+        sock.close()
+        raise
+    return px, sock
+
+
+async def test_a_client_that_stops_reading_its_answer_is_cut_after_read_timeout(
+    start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]]
+) -> None:
+    px, sock = await _big_download(start_proxy, raw_guest, 7217)
+    try:
         # It reads nothing: once its buffers and ours are full, nothing moves for 1 s.
         await wait_for(lambda: _open_connections(px) == 0, 10, "the stalled reader to be cut")
         # The exchange ended with it (and with it the guest connection and any hold).
@@ -718,17 +731,9 @@ async def test_a_client_that_stops_reading_its_answer_is_cut_after_read_timeout(
 async def test_a_slow_reader_that_keeps_taking_is_not_cut(
     start_proxy: StartProxy, raw_guest: Callable[[Guest], Awaitable[int]]
 ) -> None:
-    port = await raw_guest(_big_answer)
-    px = await start_proxy(
-        routes({"host": "big.test", "guest": "big", "port": port}),
-        [snapshot_guest(7218, "big", (HOST,))],
-        read_timeout="1s",
-    )
+    px, sock = await _big_download(start_proxy, raw_guest, 7218)
     loop = asyncio.get_running_loop()
-    sock = _small_receiver()
     try:
-        await loop.sock_connect(sock, (HOST, _port(px)))
-        await loop.sock_sendall(sock, b"GET / HTTP/1.1\r\nHost: big.test\r\n\r\n")
         # 8 KiB every 0.1 s for three read timeouts: the proxy's buffers stay full (a
         # socket turns writable again only after much of its queue drained), yet the client
         # takes something all the time, so it is never cut.
