@@ -4,7 +4,6 @@ own (proxy_process.py), with a soft RLIMIT_NOFILE of 64."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import functools
 from collections.abc import AsyncIterator
@@ -12,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ..support import wait_for
-from .proxy_process import HOST, ProxyProcess, proxy_process
+from .proxy_process import ProxyProcess, ok_guest, proxy_process
 from .raw_client import RawClient
 
 NOFILE = 64
@@ -22,32 +21,13 @@ NOFILE = 64
 QUEUED = 3
 OUT_OF_FDS = "out of file descriptors"
 AGAIN = "accepting connections again"
-OK_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 REQUEST = b"GET / HTTP/1.1\r\nHost: emfile.test\r\n\r\n"
 
 
 @pytest.fixture
 async def guest_port() -> AsyncIterator[int]:
-    """A guest answering every request with "ok", kept alive."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(OK_REPLY)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, HOST, 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        with contextlib.suppress(Exception):
-            await server.wait_closed()
+    async with ok_guest() as port:
+        yield port
 
 
 @contextlib.asynccontextmanager

@@ -10,21 +10,19 @@ take most of the time."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import resource
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 import uvloop
 
 from ..support import wait_for
-from .proxy_process import HOST, ProxyProcess, proxy_process
+from .proxy_process import ProxyProcess, ok_guest, proxy_process
 from .raw_client import RawClient
 
 CONNECTIONS = 10_000
 BATCH = 250  # connections opened (or asked again) at once
 SPARE_FDS = 500  # this process's own files, the guest's side of the pool, pytest's
-OK_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 REQUEST = b"GET / HTTP/1.1\r\nHost: many.test\r\n\r\n"
 # Loose: a connection costs the proxy a protocol object, a parser and a transport.
 RSS_PER_CONNECTION_BOUND_KIB = 20
@@ -45,30 +43,6 @@ def nofile() -> Iterator[int]:
         yield limit
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
-
-@contextlib.asynccontextmanager
-async def _guest() -> AsyncIterator[int]:
-    """A guest answering every request with "ok", kept alive; yields its port."""
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(OK_REPLY)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(serve, HOST, 0, backlog=1024)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        with contextlib.suppress(Exception):
-            await server.wait_closed()
 
 
 async def _ask(client: RawClient) -> int:
@@ -93,7 +67,7 @@ def test_ten_thousand_idle_keep_alive_connections_are_held_and_answered_again(
 async def _hold_ten_thousand(nofile: int) -> None:
     clients: list[RawClient] = []
     async with (
-        _guest() as guest_port,
+        ok_guest(backlog=1024) as guest_port,
         proxy_process(
             {"host": "many.test", "guest": "many", "port": guest_port}, nofile=nofile
         ) as px,
