@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -99,3 +100,20 @@ async def wait_for(
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout_s}s waiting for {what or predicate}")
         await asyncio.sleep(0.02)
+
+
+def free_udp_port(*, tcp_too: bool = False) -> int:
+    """A loopback UDP port free now (and its TCP twin too, with `tcp_too`: a DNS listener
+    binds both, and ephemeral TCP ports of other tests' connections can hold the twin)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            if not tcp_too:
+                return port
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port

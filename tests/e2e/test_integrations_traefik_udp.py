@@ -5,7 +5,6 @@ service is the guest itself and new sessions go to it directly, without pxproxy.
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from pxproxy.lab.server import LabServer
 from pxproxy.lab.state import guest_ip
 
 from ..proxy.udp_support import clients
-from ..support import wait_for
+from ..support import free_udp_port, wait_for
 from .integrations_stack import READ_TOKEN, Stack, daemon_with_lab
 from .real_proxies import free_port, running_proxy
 
@@ -27,12 +26,6 @@ pytestmark = pytest.mark.slow
 FACTORIO = 7134  # stopped, idle-watched, static address
 GAME_PORT = 34197
 DEADLINE_S = 20.0
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def static_config(stack: Stack, game: int, api: int) -> str:

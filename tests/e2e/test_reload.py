@@ -24,7 +24,7 @@ from pxproxy.lab.server import LabServer
 from pxproxy.wake.contract import WakeState
 from pxproxy.wake.waker import Waker
 
-from ..support import lab_cluster, wait_for
+from ..support import free_udp_port, lab_cluster, wait_for
 from .daemon_process import running_daemon
 
 # vmids 9562..9567: used by no other test (the lab derives guest addresses from vmids).
@@ -469,12 +469,6 @@ async def test_a_reload_keeps_the_log_level_unless_the_file_changes_it(
         assert logging.getLogger("pxproxy").getEffectiveLevel() == logging.WARNING
 
 
-def _udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 async def test_dns_settings_that_cannot_bind_keep_the_running_responder(
     lab_server: LabServer, tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
@@ -482,7 +476,7 @@ async def test_dns_settings_that_cannot_bind_keep_the_running_responder(
     /health); twice in a row too; once the port is free, a SIGHUP-style reload of the same
     file moves it."""
     path = tmp_path / "pxproxy.yml"
-    first = _udp_port()
+    first = free_udp_port(tcp_too=True)  # DNS listens on both
     dns = {"zone": "pve.internal", "ttl": "1s"}
     write(path, settings(lab_server, [], dns={**dns, "listen": f"127.0.0.1:{first}"}))
     session = http
@@ -491,8 +485,8 @@ async def test_dns_settings_that_cannot_bind_keep_the_running_responder(
         assert daemon.dns.port == first
         for _ in range(2):  # the second failure must not lose the running responder either
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-                taken.bind(("127.0.0.1", 0))
-                busy = int(taken.getsockname()[1])
+                busy = free_udp_port(tcp_too=True)  # the last reload binds it, both ways
+                taken.bind(("127.0.0.1", busy))
                 write(path, settings(lab_server, [], dns={**dns, "listen": f"127.0.0.1:{busy}"}))
                 assert await daemon.reload()
                 assert daemon.dns is not None

@@ -21,7 +21,7 @@ from pxproxy.lab.server import LabServer
 from pxproxy.listeners.bind_errors import ListenError
 
 from ..proxy.udp_support import clients
-from ..support import lab_cluster, set_notes, wait_for
+from ..support import free_udp_port, lab_cluster, set_notes, wait_for
 from .daemon_process import running_daemon
 
 # vmids 7131-7139: used by no other test.
@@ -194,12 +194,6 @@ async def api_any(daemon: Daemon, path: str) -> str:
         http.get(f"http://127.0.0.1:{daemon.api_port}{path}") as resp,
     ):
         return await resp.text()
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_pxproxy_run_wakes_a_guest_on_a_datagram(
