@@ -24,7 +24,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     setup_logging(args.log_level or config.log_level, args.log_format)
-    run(Daemon(config, config_path=config_path(args.config)).run_until_signalled())
+    daemon = Daemon(config, config_path=config_path(args.config), log_format=args.log_format)
+    run(daemon.run_until_signalled())
     return 0
 
 

@@ -34,9 +34,13 @@ from .listeners.serve import GuardedListener, listen
 from .metrics import Metrics
 from .proxy.http import HttpProxy
 from .proxy.listener import ProxyListener
+from .proxy.relay import RelayCheck
 from .proxy.tcp import TcpProxy
 from .proxy.tls import ServerCertificates, TlsError
 from .proxy.udp import UdpProxy
+from .proxy.upstream import SnapshotUpstreams
+from .proxy.workers import ProxyWorkers, WorkersCollector, WorkerSource
+from .proxy.workers import secret as workers_secret
 from .reload import ConfigStatus, ConfigWatch, plan
 from .routing.endpoints import ProxyEndpoints, endpoints_for
 from .routing.route_set import Declared, Route, RouteSet, RouteStore
@@ -59,7 +63,9 @@ DRAIN_EXTRA_S = 1.0
 
 
 class Daemon:
-    def __init__(self, config: Config, *, config_path: Path | None = None) -> None:
+    def __init__(
+        self, config: Config, *, config_path: Path | None = None, log_format: str = "text"
+    ) -> None:
         self.config = config
         self.config_path = config_path
         self.inventory = Inventory()
@@ -95,7 +101,7 @@ class Daemon:
         self.routes.publish(config.routes, ())
         self.http_proxy = HttpProxy(
             lambda: self.routes.current.table,
-            self.inventory,
+            SnapshotUpstreams(self.inventory),
             self.wake.gate_for,
             config.proxy,
             self.metrics,
@@ -145,6 +151,27 @@ class Daemon:
         self.proxy_port: int | None = None
         self.state: StateWriter | None = None  # opened by start()
         self.certificates: ServerCertificates | None = None  # proxy.tls, loaded by start()
+        self._tls_generation = 0  # bumped by every certificate reload, for the workers
+        # proxy.workers above 1: the other processes on the proxy port, and the loopback
+        # listener that serves them what only the daemon decides (proxy/relay.py).
+        self.workers: ProxyWorkers | None = None
+        self._relay_listener: ProxyListener | None = None
+        if config.proxy.workers > 1:
+            self.workers = ProxyWorkers(
+                config.proxy.workers - 1,
+                WorkerSource(
+                    table=lambda: self.routes.current.table,
+                    routes=lambda: [r.config for r in self.routes.current.routes],
+                    gates=self.wake.gate_for,
+                    upstreams=self.http_proxy.upstreams,
+                    proxy=lambda: self.config.proxy,
+                    listen=self._proxy_bound,
+                    tls_generation=lambda: self._tls_generation,
+                ),
+                log_format=log_format,
+            )
+            self.metrics.proxy_collector.others = self.workers.stats
+            self.metrics.registry.register(WorkersCollector(self.workers))
 
     @property
     def pollers(self) -> list[ClusterPoller]:
@@ -181,6 +208,7 @@ class Daemon:
             endpoints=self.endpoints,
             config_status=self.config_status,
             activity_of=self.activity.describe,
+            proxy_workers=self.workers.describe if self.workers is not None else None,
         )
         app = self._api_app = build_app(ctx)
         self._api_runner = web.AppRunner(
@@ -216,6 +244,7 @@ class Daemon:
             self.state.start()
         self._summaries.start()
         await self._start_routing()
+        await self._start_workers()
         await self._start_dns(self.config.dns, strict=True)
         self._route_task = asyncio.create_task(self._follow_routes(), name="route-set")
         if self.config_path is not None:
@@ -293,6 +322,7 @@ class Daemon:
             log.error("certificate reload failed; the running ones stay: %s", exc)
             return
         self.certificates.swap(loaded)  # new handshakes get them; open connections go on
+        self._tls_generation += 1  # the workers load them too
         log.info("proxy TLS reloaded: %s", self.certificates.describe())
         for warning in self.certificates.warnings():
             log.warning("%s", warning)
@@ -320,6 +350,22 @@ class Daemon:
         await self.tcp_proxy.start()
         await self.udp_proxy.start()
         self._refresh_endpoints()
+
+    async def _start_workers(self) -> None:
+        if self.workers is None:
+            return
+        key = workers_secret()
+        self._relay_listener = await self.http_proxy.listen("127.0.0.1", 0, relay=RelayCheck(key))
+        port = self._relay_listener.port
+        assert port is not None
+        await self.workers.start(("127.0.0.1", port), key)
+        log.info("pxproxy proxy: %d worker processes besides this one", self.workers.count)
+
+    def _proxy_bound(self) -> tuple[str, int] | None:
+        """Where the proxy listener is bound now, for the workers to bind beside it."""
+        if self._proxy_listen is None or self.proxy_port is None:
+            return None
+        return split_address(self._proxy_listen)[0], self.proxy_port
 
     async def _sync_proxy_listener(self, *, strict: bool = False) -> str | None:
         """The proxy listener exists while there are HTTP routes, on listen.proxy: opened
@@ -362,7 +408,10 @@ class Daemon:
             "listen.proxy",
             address,
             self.http_proxy.listen(
-                host, port, tls=self.certificates.context if self.certificates else None
+                host,
+                port,
+                tls=self.certificates.context if self.certificates else None,
+                reuse_port=self.workers is not None,
             ),
         )
 
@@ -565,6 +614,8 @@ class Daemon:
             self.tcp_proxy.close(grace),
             self.udp_proxy.close(grace),
         ]
+        if self.workers is not None:
+            drains.append(self.workers.stop(grace))
         try:
             # aiohttp waits the grace, then cancels handlers and may wait as long again for
             # them: this bound keeps the whole stop within what a service manager allows.
@@ -573,6 +624,8 @@ class Daemon:
         except TimeoutError:
             log.warning("connections still open %gs after the grace period: closed", DRAIN_EXTRA_S)
         self._api_runner = None
+        if self._relay_listener is not None:
+            self._relay_listener.close()  # only now: the workers relayed to it as they drained
         await self.http_proxy.close()
         if self.state is not None:
             await self.state.stop()  # its last look at idle-watch is taken before it stops

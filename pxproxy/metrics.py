@@ -97,7 +97,9 @@ class Metrics:
 
         # The HTTP and TCP proxies' counters, plain integers read at scrape time.
         self.proxy = ProxyStats()
-        self.registry.register(ProxyCollector(self.proxy))
+        # The proxy workers' counters are added when there are workers (proxy/workers.py).
+        self.proxy_collector = ProxyCollector(self.proxy)
+        self.registry.register(self.proxy_collector)
         # UDP routes' counters (pxproxy/proxy/udp.py bumps them per datagram), likewise.
         self.udp = UdpStats()
         self.registry.register(UdpCollector(self.udp))

@@ -132,6 +132,7 @@ def make_context(
     endpoints: Callable[[], ProxyEndpoints] | None = None,
     config_status: Callable[[], ConfigStatus] | None = None,
     activity_of: Callable[[RouteConfig], dict[str, Any]] | None = None,
+    proxy_workers: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> ApiContext:
     return ApiContext(
         config=config,
@@ -150,5 +151,6 @@ def make_context(
         routes=routes or RouteStore(),
         endpoints=endpoints or ProxyEndpoints,
         config_status=config_status or ConfigStatus,
+        proxy_workers=proxy_workers,
         **({"activity_of": activity_of} if activity_of is not None else {}),
     )

@@ -83,6 +83,8 @@ class ApiContext:
     endpoints: Callable[[], ProxyEndpoints] = ProxyEndpoints
     # A failed reload, unbound listeners, keys waiting for a restart (shown in /health).
     config_status: Callable[[], ConfigStatus] = ConfigStatus
+    # The proxy worker processes (proxy.workers), as /health shows them; None: no workers.
+    proxy_workers: Callable[[], list[dict[str, Any]]] | None = None
     # The activity source of a route and its last reading, as /api/v1/routes shows it.
     activity_of: Callable[[RouteConfig], dict[str, Any]] = lambda route: {
         "source": route.activity.source

@@ -372,6 +372,9 @@ class ProxyConfig(Strict):
     max_headers: int = Field(default=100, ge=1, le=1000)  # header lines per request; 431 above
     # TLS on the listener (config/listener_tls.py); None: plain HTTP.
     tls: ProxyTlsConfig | None = None
+    # Processes accepting on the proxy port (SO_REUSEPORT), the daemon one of them; the
+    # others (proxy/worker.py) leave wakes to the daemon. A restart applies a change.
+    workers: int = Field(default=1, ge=1, le=64)
 
 
 class AuditConfig(Strict):

@@ -23,6 +23,7 @@ from ..wake.contract import ALWAYS_READY, Gate, WakeError, WakeState
 from . import waiting
 from .headers import client_response_headers, upstream_request_headers
 from .pool import PoolKey
+from .relay import relay_head
 from .replies import Reply, problem, reason
 from .request import ClientRequest
 from .server import ClientConnection
@@ -99,6 +100,7 @@ class Exchange:
         "_pending_size",
         "_proxy",
         "_quiet",
+        "_relayed",
         "_request",
         "_reused",
         "_sent_body",
@@ -119,6 +121,7 @@ class Exchange:
         gate: Gate,
         *,
         health: bool,
+        relayed: bool = False,
     ) -> None:
         self._proxy = proxy
         self._conn = conn
@@ -126,8 +129,11 @@ class Exchange:
         self._match = match
         self._gate = gate
         self._health = health  # a health check: never wakes, never counts as activity
+        # To the daemon's relay listener (proxy/relay.py): the daemon counts it, wakes for
+        # it and holds its guest; this worker only carries the bytes.
+        self._relayed = relayed
         # A route without idle-watch has nothing to tell of activity or holds.
-        self._quiet = health or gate is ALWAYS_READY
+        self._quiet = health or gate is ALWAYS_READY or relayed
         self._activity = Activity(None if self._quiet else gate)
         self._hold: AbstractContextManager[None] | None = None
         self._upstream: Upstream | None = None
@@ -195,26 +201,33 @@ class Exchange:
     def _forward(self) -> None:
         proxy = self._proxy
         route = self._match.route
-        try:
-            upstream = self._upstream = proxy.upstream_for(route)
-        except UpstreamError as exc:
-            self._reply(
-                problem(502, "Bad Gateway", str(exc), guest=exc.guest, host=self._request.host)
-            )
-            return
-        if self._request.websocket:
-            refused = waiting.handshake_refusal(self._request)
-            if refused is not None:
-                self._reply(refused)  # before the guest is asked: it costs no connection
+        relay = proxy.relay if self._relayed else None
+        if relay is not None:
+            upstream = self._upstream = relay.upstream
+        else:
+            try:
+                upstream = self._upstream = proxy.upstream_for(route)
+            except UpstreamError as exc:
+                self._reply(
+                    problem(502, "Bad Gateway", str(exc), guest=exc.guest, host=self._request.host)
+                )
                 return
-        proxy.metrics.connection_opened(self._match.name)
-        self._opened = True
+            if self._request.websocket:
+                refused = waiting.handshake_refusal(self._request)
+                if refused is not None:
+                    self._reply(refused)  # before the guest is asked: it costs no connection
+                    return
+            proxy.metrics.connection_opened(self._match.name)
+            self._opened = True
         if not self._quiet:
             hold = self._gate.hold()
             hold.__enter__()
             self._hold = hold
             self._gate.activity()
-        self._head = self._request_head(upstream)
+        if relay is not None:
+            self._head = relay_head(self._request, scheme=self._conn.scheme, secret=relay.secret)
+        else:
+            self._head = self._request_head(upstream)
         self._key = PoolKey(upstream.address, upstream.port, upstream.scheme == "https")
         self._started = time.monotonic()
         request = self._request
@@ -283,7 +296,7 @@ class Exchange:
             request.fields,
             host=request.host,
             peer=request.peer,
-            proto=self._conn.scheme,
+            proto=request.scheme,
             trusted=request.peer in proxy.trusted,
         )
         target = proxy.prefix_of(self._match.route) + request.path if request.path != "*" else "*"
@@ -558,7 +571,8 @@ class Exchange:
         """The request is over: counted once, its connection and its hold released."""
         name = self._match.name
         metrics = self._proxy.metrics
-        metrics.request(name, status, upstream_s)
+        if not self._relayed:
+            metrics.request(name, status, upstream_s)
         if self._opened:
             metrics.connection_closed(name)
         hold, self._hold = self._hold, None
@@ -568,6 +582,9 @@ class Exchange:
     def _error_reply(self, failure: UpstreamFailure) -> Reply:
         upstream = self._upstream
         assert upstream is not None
+        if self._relayed:
+            log.error("proxy worker: the daemon's relay listener failed: %s", failure)
+            return problem(502, "Bad Gateway", "pxproxy's worker cannot reach the daemon")
         guest = f"guest {upstream.guest} ({upstream.name})"
         cfg = self._proxy.config
         kind = failure.kind

@@ -12,25 +12,25 @@ import asyncio
 import logging
 import ssl
 from collections.abc import Callable, Coroutine
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..config.models import ProxyConfig, RouteConfig
-from ..inventory.store import Inventory
 from ..routing.route_set import upstream_prefix
 from ..shutdown import Stopping
-from ..wake.contract import Gate, WakeError, WakeState
+from ..wake.contract import ALWAYS_READY, Gate, WakeError, WakeState
 from . import waiting
 from .exchange import Exchange
 from .headers import TrustedProxies
 from .listener import ProxyListener, open_listener
 from .loading_page import EVENTS_PATH
 from .pool import UpstreamPool
+from .relay import RelayCheck
 from .replies import Reply, problem
 from .request import ClientRequest
 from .routes import RouteMatch, RouteTable
 from .server import ClientConnection, ProxyServer
 from .tunnel import Tunnel
-from .upstream import Upstream, UpstreamCache
+from .upstream import Upstream, Upstreams
 
 __all__ = ["HttpProxy", "NoMetrics", "ProxyMetrics", "RouteMatch"]
 
@@ -63,11 +63,18 @@ class NoMetrics:
         return None
 
 
+class RelayTarget(NamedTuple):
+    """A worker's way to the daemon: its relay listener, and the secret it asks for."""
+
+    upstream: Upstream
+    secret: str
+
+
 class HttpProxy:
     def __init__(
         self,
         routes: RouteTable | Callable[[], RouteTable],
-        inventory: Inventory,
+        upstreams: Upstreams,
         gates: Callable[[RouteConfig], Gate],
         config: ProxyConfig,
         metrics: ProxyMetrics | None = None,
@@ -79,13 +86,12 @@ class HttpProxy:
         )
         # Set when the daemon begins to stop: held requests, WebSockets and SSE end properly.
         self.stopping = stopping or Stopping()
-        self._inventory = inventory
+        self.upstreams = upstreams
         self._gates = gates
         self.config = config
         self.metrics: ProxyMetrics = metrics or NoMetrics()
         self.trusted = TrustedProxies(config.trusted_proxies)
         self._health = waiting.HealthChecks(config.health_checks)
-        self._upstreams = UpstreamCache()
         self.pool = UpstreamPool(
             connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
         )
@@ -97,13 +103,15 @@ class HttpProxy:
         self._prefixes: dict[str | None, str] = {}
         self._closed = False
         self._watcher: asyncio.Task[None] | None = None
+        # Set in a worker process (proxy/worker.py): where what it does not serve goes.
+        self.relay: RelayTarget | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    def server(self, *, scheme: str = "http") -> ProxyServer:
+    def server(self, *, scheme: str = "http", relay: RelayCheck | None = None) -> ProxyServer:
         """The connection state one listener shares; many listeners may be open at once
         (a listener moved to a new address leaves its old connections to finish)."""
-        server = ProxyServer(self, self.config, scheme=scheme)
+        server = ProxyServer(self, self.config, scheme=scheme, relay=relay)
         self._servers.append(server)
         if self._watcher is None:
             self._watcher = self.spawn(self._stop_when_stopping(), "pxproxy-proxy-stopping")
@@ -116,9 +124,11 @@ class HttpProxy:
         *,
         tls: ssl.SSLContext | None = None,
         reuse_port: bool = False,
+        relay: RelayCheck | None = None,
     ) -> ProxyListener:
-        """A listening socket on host:port (pxproxy/proxy/listener.py); with `tls`, HTTPS."""
-        server = self.server(scheme="http" if tls is None else "https")
+        """A listening socket on host:port (pxproxy/proxy/listener.py); with `tls`, HTTPS;
+        with `relay`, the daemon's listener for its workers (proxy/relay.py)."""
+        server = self.server(scheme="http" if tls is None else "https", relay=relay)
         return await open_listener(
             server, host, port, spawn=self.spawn, tls=tls, reuse_port=reuse_port
         )
@@ -168,6 +178,16 @@ class HttpProxy:
             return
         gate = self._gates(match.route)
         path = request.path.split("?", 1)[0]
+        if self.relay is not None and (
+            gate.state is not WakeState.READY or path.startswith(waiting.INTERNAL_PREFIX)
+        ):
+            # A worker: what is not plainly forwarded is the daemon's to decide.
+            exchange = Exchange(
+                self, conn, request, match, ALWAYS_READY, health=False, relayed=True
+            )
+            conn.handler = exchange
+            exchange.start()
+            return
         if path.startswith(waiting.INTERNAL_PREFIX):
             # Nothing under /.pxproxy/ reaches a guest.
             if path == EVENTS_PATH and request.method == "GET":
@@ -201,7 +221,7 @@ class HttpProxy:
         conn.reply(reply)  # whole, at once: the request is over (conn.handler stays None)
 
     def upstream_for(self, route: RouteConfig) -> Upstream:
-        return self._upstreams.get(self._inventory.snapshot, route)
+        return self.upstreams.get(route)
 
     def prefix_of(self, route: RouteConfig) -> str:
         prefix = self._prefixes.get(route.path_prefix)

@@ -34,6 +34,7 @@ class ClientRequest:
     websocket: bool  # a WebSocket opening handshake
     expect_continue: bool
     peer: str | None = None
+    scheme: str = "http"  # how the client reached pxproxy: "https" through a TLS listener
     # Set as the body arrives: the whole body was read from the client.
     body_done: bool = False
 

@@ -24,6 +24,7 @@ from typing import Final, Protocol, cast
 import httptools
 
 from ..listeners.rejections import RejectionLog
+from .relay import RelayCheck
 from .replies import Reply, text_reply
 from .request import ClientRequest, Refusal, check_head
 
@@ -313,6 +314,10 @@ class ClientConnection(asyncio.Protocol):
             parser.should_upgrade(),
         )
         request.peer = self.peer
+        request.scheme = self.scheme
+        relay = self.server.relay
+        if relay is not None:
+            relay.adopt(request)  # a worker's request: its client is the peer
         if parser.should_upgrade():
             # llhttp stops after this message: a declined upgrade needs a fresh parser.
             self._stopped_by = request
@@ -637,10 +642,13 @@ class ProxyServer:
         *,
         scheme: str = "http",
         reject_log: RejectionLog | None = None,
+        relay: RelayCheck | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self.limits = limits
         self.scheme = scheme
+        # The daemon's relay listener (proxy/relay.py): requests from workers only.
+        self.relay = relay
         self.reject_log = reject_log or RejectionLog("proxy")
         self.connections: set[ClientConnection] = set()
         self.header_timeouts = 0

@@ -9,7 +9,7 @@ integer additions.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -61,15 +61,41 @@ class ProxyStats:
     def connection_closed(self, route: str) -> None:
         self._route(route).open -= 1
 
+    def add(self, other: ProxyStats, *, connections: bool = True) -> None:
+        """Add `other`'s counters to these (open connections too, unless told not to)."""
+        for name, theirs in other.routes.items():
+            ours = self._route(name)
+            for status, count in theirs.by_status.items():
+                ours.by_status[status] = ours.by_status.get(status, 0) + count
+            ours.buckets = [a + b for a, b in zip(ours.buckets, theirs.buckets, strict=True)]
+            ours.upstream_count += theirs.upstream_count
+            ours.upstream_sum += theirs.upstream_sum
+            if connections:
+                ours.open += theirs.open
+
+
+def no_others() -> Iterable[ProxyStats]:
+    return ()
+
 
 class ProxyCollector(Collector):
-    """pxproxy_proxy_requests, pxproxy_upstream_seconds and pxproxy_proxy_connections."""
+    """pxproxy_proxy_requests, pxproxy_upstream_seconds and pxproxy_proxy_connections: this
+    process's counters, and `others` (the proxy workers', proxy/workers.py) added to them."""
 
-    def __init__(self, stats: ProxyStats) -> None:
+    def __init__(
+        self, stats: ProxyStats, others: Callable[[], Iterable[ProxyStats]] = no_others
+    ) -> None:
         self._stats = stats
+        self.others = others
 
     def collect(self) -> Iterator[Metric]:
-        routes = sorted(self._stats.routes.items())
+        others = list(self.others())
+        total = self._stats
+        if others:
+            total = ProxyStats()
+            for part in (self._stats, *others):
+                total.add(part)
+        routes = sorted(total.routes.items())
         requests = CounterMetricFamily(
             "pxproxy_proxy_requests",
             "Proxied requests by route and status",

@@ -6,10 +6,11 @@ the next request without a reload.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from ..config.models import RouteConfig
 from ..inventory.snapshot import Snapshot
+from ..inventory.store import Inventory
 
 
 class UpstreamError(Exception):
@@ -90,3 +91,24 @@ class UpstreamCache:
         if found is None:
             found = self._by_route[key] = resolve(snapshot, route)
         return found
+
+
+class Upstreams(Protocol):
+    """Where the HTTP proxy finds a route's upstream: the live snapshot in the daemon, the
+    daemon's last word in a worker (proxy/worker.py)."""
+
+    def get(self, route: RouteConfig) -> Upstream:
+        """The upstream, or UpstreamError."""
+
+
+class SnapshotUpstreams:
+    """Upstreams read from the inventory's current snapshot (cached per snapshot)."""
+
+    __slots__ = ("_cache", "_inventory")
+
+    def __init__(self, inventory: Inventory) -> None:
+        self._inventory = inventory
+        self._cache = UpstreamCache()
+
+    def get(self, route: RouteConfig) -> Upstream:
+        return self._cache.get(self._inventory.snapshot, route)

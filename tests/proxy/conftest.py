@@ -20,6 +20,7 @@ from pxproxy.lab.guest_servers import GuestServers
 from pxproxy.lab.state import LabCluster, LabGuest
 from pxproxy.proxy.http import HttpProxy
 from pxproxy.proxy.routes import RouteTable
+from pxproxy.proxy.upstream import SnapshotUpstreams
 from pxproxy.shutdown import Stopping
 from pxproxy.wake.contract import AlwaysReady, Gate
 
@@ -89,7 +90,7 @@ async def start_proxy() -> AsyncIterator[StartProxy]:
         chosen = dict(gates or {})
         proxy = HttpProxy(
             RouteTable(route_configs),
-            inventory,
+            SnapshotUpstreams(inventory),
             lambda route: chosen.get(route_configs.index(route), always),
             ProxyConfig.model_validate(proxy_config),
             metrics,

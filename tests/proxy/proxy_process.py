@@ -41,6 +41,7 @@ async def _serve(route: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     from pxproxy.inventory.store import Inventory
     from pxproxy.proxy.http import HttpProxy
     from pxproxy.proxy.routes import RouteTable
+    from pxproxy.proxy.upstream import SnapshotUpstreams
     from pxproxy.wake.contract import AlwaysReady
 
     from ..builders import make_guest
@@ -52,7 +53,7 @@ async def _serve(route: Mapping[str, Any], config: Mapping[str, Any]) -> None:
     always = AlwaysReady()
     proxy = HttpProxy(
         RouteTable((route_config,)),
-        inventory,
+        SnapshotUpstreams(inventory),
         lambda _: always,
         ProxyConfig.model_validate(config),
     )

@@ -48,4 +48,9 @@ async def health(request: web.Request) -> web.Response:
         shown["restart_needed"] = list(config.restart_needed)
     if shown:
         body["config"] = shown
+    if ctx.proxy_workers is not None:
+        workers = ctx.proxy_workers()
+        body["proxy_workers"] = workers
+        if not all(w["running"] and w["listening"] for w in workers):
+            body["status"] = "degraded"  # one starting again: its share goes elsewhere
     return json_response(body)
