@@ -64,8 +64,10 @@ class Reporter:
         self._busy = busy
         self._send(msg.encode_report(report))
         self.activity.clear()
-        # Holds stay until they end; ended ones are reported once as 0.
-        self.holds = {n: c for n, c in self.holds.items() if c}
+        # Holds stay until they end; ended ones are reported once as 0. In place: a hold's
+        # exit finds its count in this same dict.
+        for name in [n for n, c in self.holds.items() if not c]:
+            del self.holds[name]
 
 
 class WorkerGate:
@@ -98,6 +100,7 @@ class WorkerGate:
         try:
             yield
         finally:
+            # Still in the dict: a flush drops only counts at 0, and this one is above.
             holds[self._name] -= 1
             self.activity()
 
