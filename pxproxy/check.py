@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TextIO
 
 from .api.allowlist import matches
@@ -70,6 +71,7 @@ async def check(config: Config, out: TextIO) -> int:
         out.write(f"route {target} -> {route.guest}:{route.port}{origin}\n")
     # A guest's unusable notes cost that guest its routes, nothing else: warnings.
     warnings.extend(f"notes of {p.name} ({p.guest}): {p.error}" for p in routes.problems)
+    warnings.extend(workers_warnings(config.proxy.workers, os.cpu_count()))
     for w in warnings:
         out.write(f"warning: {w}\n")
     if problems:
@@ -174,3 +176,13 @@ def listener_tls_report(config: Config, out: TextIO) -> tuple[list[str], list[st
         role = " (default)" if index == 0 else ""
         out.write(f"tls {info.cert_path}{role}: {names}; until {info.not_after:%Y-%m-%d}\n")
     return [], certs.warnings()
+
+
+def workers_warnings(workers: int, cores: int | None) -> list[str]:
+    """More proxy processes than cores only adds switching between them."""
+    if cores is not None and workers > cores:
+        return [
+            f"proxy.workers is {workers} on a machine with {cores} cores: "
+            f"more processes than cores do not serve more"
+        ]
+    return []

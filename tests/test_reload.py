@@ -81,6 +81,7 @@ def test_listen_proxy_is_applied_and_listen_api_needs_a_restart() -> None:
         ("state", {"path": "/tmp/elsewhere.json"}),
         ("audit", {"path": "/tmp/elsewhere.log"}),
         ("proxy", {"connect_timeout": "9s"}),
+        ("proxy", {"workers": 2}),  # its processes bind beside a listener that must allow it
         ("shutdown_grace", "3s"),
     ],
 )

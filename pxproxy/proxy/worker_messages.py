@@ -124,7 +124,7 @@ def decode(line: bytes) -> dict[str, Any]:
     """The message on one line, its `kind` checked to be a string; MessageError if not."""
     try:
         message = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise MessageError(f"not JSON: {exc}") from None
     if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
         raise MessageError("not a message object")

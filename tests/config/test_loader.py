@@ -605,6 +605,9 @@ def test_listener_limits_defaults_and_durations() -> None:
         ("api: {keepalive_timeout: 2h}", "api.keepalive_timeout"),
         ("api: {max_connections_per_client: 0}", "api.max_connections_per_client"),
         ("proxy: {max_headers: 5000}", "proxy.max_headers"),
+        ("proxy: {workers: 0}", "proxy.workers"),
+        ("proxy: {workers: 65}", "proxy.workers"),
+        ("proxy: {workers: two}", "proxy.workers"),
     ],
 )
 def test_listener_limits_out_of_range_name_their_key(extra: str, key: str) -> None:
