@@ -144,7 +144,7 @@ def config_of(message: Mapping[str, Any]) -> WorkerConfig:
             tls_generation=int(message["tls_generation"]),
             log_level=str(message["log_level"]),
         )
-    except (KeyError, TypeError, IndexError, ValueError) as exc:
+    except (KeyError, TypeError, IndexError, ValueError, OverflowError) as exc:
         raise MessageError(f"invalid config message: {exc}") from None
 
 
@@ -158,11 +158,17 @@ def ready_of(message: Mapping[str, Any], routes: int) -> Readiness:
             if entry is None:
                 out.append(None)
                 continue
+            if not isinstance(entry, list) or len(entry) != 6:
+                raise MessageError(f"a ready entry is a list of 6, not {entry!r}")
             guest, name, host, port, scheme, watched = entry
-            upstream = Upstream(str(guest), str(name), str(host), int(port), str(scheme))
-            out.append(Direct(upstream, bool(watched)))
+            if not isinstance(watched, bool) or not isinstance(port, int):
+                raise MessageError(f"invalid ready entry {entry!r}")
+            if not 0 < port < 65536:
+                raise MessageError(f"port {port} out of range")
+            upstream = Upstream(str(guest), str(name), str(host), port, str(scheme))
+            out.append(Direct(upstream, watched))
         return tuple(out)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
         raise MessageError(f"invalid ready message: {exc}") from None
 
 
@@ -185,5 +191,5 @@ def report_of(message: Mapping[str, Any]) -> Report:
             holds={str(k): int(v) for k, v in message["holds"].items()},
             stats=stats,
         )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
         raise MessageError(f"invalid report: {exc}") from None
