@@ -1,8 +1,10 @@
 """The proxy benchmarks' stack, each part in its own process: `pxproxy lab` (one guest whose
 HTTP server is the upstream), `pxproxy run` proxying `bench.local` to it, and nginx proxying to
 the same guest. With `fast=True` also a fast upstream on the guest's address (nginx answering
-`return 200` with the guest's body), which both proxies route `fast.local` to. All on loopback;
-everything is stopped on exit."""
+`return 200` with the guest's body), which both proxies route `fast.local` to. With
+`workers2=True` also a second `pxproxy run` with `proxy: {workers: 2}` (the daemon and one
+worker process on its proxy port), same routes, same lab. All on loopback; everything is
+stopped on exit."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
@@ -142,6 +145,10 @@ class Stack:
     lab_pid: int  # the guest's HTTP server runs in it
     fast: str | None = None  # the fast upstream, direct
     fast_pid: int | None = None  # its nginx master (the worker is its child)
+    pxproxy_w2: str | None = None  # the second daemon, proxy.workers 2
+    api_w2: str | None = None
+    # Its daemon, then its worker processes (the daemon's children): the CPU to account for.
+    pxproxy_w2_pids: list[int] = field(default_factory=list)
 
 
 async def _read_until(stream: asyncio.StreamReader, pattern: str, timeout_s: float = 60) -> str:
@@ -228,6 +235,49 @@ async def start_daemon(
     return proc
 
 
+def _daemon_yaml(
+    lab: LabProcess,
+    proxy_port: int,
+    api_port: int,
+    token: str,
+    *,
+    idle: str | None,
+    fast: bool,
+    extra: str = "",
+) -> str:
+    """The bench daemon's config: `bench.local` (and `fast.local`) to the lab guest."""
+    idle_yaml = f"\n    idle: {{timeout: {idle}, wake_timeout: 30s}}" if idle else ""
+    fast_yaml = f"  - {{host: {FAST_HOST}, guest: 100, port: {FAST_PORT}}}\n"
+    return (
+        lab.cluster_yaml()
+        + f"listen: {{proxy: '127.0.0.1:{proxy_port}', api: '127.0.0.1:{api_port}'}}\n"
+        f"api: {{tokens: [{{name: bench, secret: {token}}}]}}\n"
+        f"routes:\n  - host: {HOST}\n    guest: 100\n    port: {GUEST_PORT}{idle_yaml}\n"
+        f"{fast_yaml if fast else ''}log_level: warning\n{extra}"
+    )
+
+
+async def _workers_listening(
+    api: str, daemon: asyncio.subprocess.Process, timeout_s: float = 60
+) -> list[int]:
+    """The worker pids once /health shows every proxy worker running and listening (they
+    start after the daemon and bind beside it a moment later)."""
+    workers: list[dict[str, Any]] = []
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session,
+        asyncio.timeout(timeout_s),
+    ):
+        while True:
+            if daemon.returncode is not None:
+                raise RuntimeError(f"the proxy.workers daemon ended (exit {daemon.returncode})")
+            with contextlib.suppress(aiohttp.ClientError, ValueError):
+                async with session.get(f"{api}/health") as resp:
+                    workers = (await resp.json()).get("proxy_workers") or []
+            if workers and all(w["running"] and w["listening"] for w in workers):
+                return [int(w["pid"]) for w in workers]
+            await asyncio.sleep(0.1)
+
+
 async def stop_all(procs: list[asyncio.subprocess.Process], timeout_s: float = 10) -> None:
     """Terminate the processes, newest first; kill what does not end in `timeout_s`."""
     for proc in reversed(procs):
@@ -242,11 +292,16 @@ async def stop_all(procs: list[asyncio.subprocess.Process], timeout_s: float = 1
 
 @contextlib.asynccontextmanager
 async def stack(
-    idle: str | None = None, fast: bool = False, code: str | None = None
+    idle: str | None = None,
+    fast: bool = False,
+    code: str | None = None,
+    workers2: bool = False,
 ) -> AsyncIterator[Stack]:
     """`idle`: an idle timeout for the route (the wake benchmark); None: always on. `fast`: also
     the fast upstream on the guest's address, port FAST_PORT, routed as FAST_HOST. `code`: run
-    the lab and the daemon from this checkout (the code before a change)."""
+    the lab and the daemon from this checkout (the code before a change). `workers2`: also the
+    second daemon, `proxy: {workers: 2}`, on its own ports (one lab only: two would both put
+    vmid 100 on the guest's address)."""
     if shutil.which("nginx") is None:
         raise SystemExit("nginx is not installed: run bash bench/setup.sh")
     procs: list[asyncio.subprocess.Process] = []
@@ -258,17 +313,23 @@ async def stack(
             lab = await start_lab(tmp, procs, env=env, cwd=code)
             proxy_port, api_port, nginx_port = free_port(), free_port(), free_port()
             ops = "bench-token-0123456789"
-            idle_yaml = f"\n    idle: {{timeout: {idle}, wake_timeout: 30s}}" if idle else ""
-            fast_yaml = f"  - {{host: {FAST_HOST}, guest: 100, port: {FAST_PORT}}}\n"
             (tmp / "pxproxy.yml").write_text(
-                lab.cluster_yaml()
-                + f"listen: {{proxy: '127.0.0.1:{proxy_port}', api: '127.0.0.1:{api_port}'}}\n"
-                f"api: {{tokens: [{{name: bench, secret: {ops}}}]}}\n"
-                f"routes:\n  - host: {HOST}\n    guest: 100\n    port: {GUEST_PORT}{idle_yaml}\n"
-                f"{fast_yaml if fast else ''}log_level: warning\n",
+                _daemon_yaml(lab, proxy_port, api_port, ops, idle=idle, fast=fast),
                 encoding="utf-8",
             )
             daemon = await start_daemon(tmp / "pxproxy.yml", procs, env=env, cwd=code)
+            w2: asyncio.subprocess.Process | None = None
+            w2_proxy_port, w2_api_port = free_port(), free_port()
+            if workers2:
+                # Its own state file: two daemons must not share one SQLite database.
+                extra = f"proxy: {{workers: 2}}\nstate: {{path: '{tmp}/state-w2.db'}}\n"
+                (tmp / "pxproxy-w2.yml").write_text(
+                    _daemon_yaml(
+                        lab, w2_proxy_port, w2_api_port, ops, idle=idle, fast=fast, extra=extra
+                    ),
+                    encoding="utf-8",
+                )
+                w2 = await start_daemon(tmp / "pxproxy-w2.yml", procs, env=env, cwd=code)
             fast_route = ""
             upstream: asyncio.subprocess.Process | None = None
             if fast:
@@ -296,6 +357,20 @@ async def stack(
             if fast:
                 await _wait_ok(f"http://127.0.0.1:{proxy_port}/", {"Host": FAST_HOST})
                 await _wait_ok(f"http://127.0.0.1:{nginx_port}/", {"Host": FAST_HOST})
+            w2_pids: list[int] = []
+            if w2 is not None:
+                w2_api = f"http://127.0.0.1:{w2_api_port}"
+                await _wait_ok(f"{w2_api}/api/v1/lookup?ip={GUEST_IP}", auth)
+                workers = await _workers_listening(w2_api, w2)
+                children = {int(p) for p in await _pgrep_children(w2.pid)}
+                if not set(workers) <= children:
+                    raise RuntimeError(f"workers {workers} are not all children of {w2.pid}")
+                w2_pids = [w2.pid, *workers]
+                w2_url = f"http://127.0.0.1:{w2_proxy_port}"
+                if not idle:
+                    await _wait_ok(f"{w2_url}/healthz", {"Host": HOST})
+                if fast:
+                    await _wait_ok(f"{w2_url}/", {"Host": FAST_HOST})
             nginx_pids = [int(p) for p in (await _pgrep_children(nginx.pid)) if p.strip()]
             yield Stack(
                 direct=direct,
@@ -308,6 +383,9 @@ async def stack(
                 lab_pid=procs[0].pid,
                 fast=f"http://{GUEST_IP}:{FAST_PORT}" if fast else None,
                 fast_pid=upstream.pid if upstream else None,
+                pxproxy_w2=f"http://127.0.0.1:{w2_proxy_port}" if w2 else None,
+                api_w2=f"http://127.0.0.1:{w2_api_port}" if w2 else None,
+                pxproxy_w2_pids=w2_pids,
             )
         finally:
             await stop_all(procs)

@@ -7,7 +7,9 @@
   request of the proxy's process tree (utime + stime from /proc ÷ requests; nginx's workers
   included). The order of the targets rotates each round; figures are medians of the rounds.
   A cell is marked when the upstream, not the proxy, is the cap: within 5 % of direct, or the
-  upstream's own process at 90 % of a core or more;
+  upstream's own process at 90 % of a core or more. pxproxy runs twice here: `pxproxy` (one
+  process, proxy.workers 1) and `pxproxy-w2` (proxy.workers 2: the daemon and one worker on
+  its port, SO_REUSEPORT; CPU summed over both), with the ratio of the two;
 - a 1 GiB body through each (curl), from both upstreams (the guest's is chunked from Python,
   the fast one's a file with Content-Length): throughput ÷ nginx's;
 - 1,000 idle WebSockets through pxproxy and through nginx, RSS;
@@ -15,13 +17,15 @@
   connection (RLIMIT_NOFILE is raised here, so the daemon inherits it, and checked on it);
 - goals, each with PASS or MISS.
 
+The body, WebSocket and idle parts measure `pxproxy` only, not `pxproxy-w2`.
+
 nginx runs with one worker per core, an upstream keep-alive pool and `proxy_buffering off`;
 HAProxy, Traefik and Caddy with a plain Host route to each upstream (bench/_proxy_routes.py).
 Needs wrk, nginx, HAProxy and curl (`bash bench/setup.sh`; Traefik and Caddy come with the test
 dependencies). Run it in a private network namespace, from the repository root:
 
     ip netns add bench; ip netns exec bench ip link set lo up
-    ip netns exec bench python3 -m bench.bench_proxy [--quick] [--only pxproxy,nginx]
+    ip netns exec bench python3 -m bench.bench_proxy [--quick] [--only pxproxy,pxproxy-w2,nginx]
         [--parts rps,stream,websockets,idle] [--seconds 5] [--rounds 3]
     ip netns exec bench python3 -m bench.bench_proxy --profile 15   # py-spy, pxproxy at c64
 
@@ -57,11 +61,17 @@ from ._idle_clients import HeldConnections, hold_connections
 from ._profile import print_profile, record, summarise
 from ._proxy_routes import routed_proxy
 from ._stack import FAST_BIG_BYTES, FAST_HOST, FAST_PORT, GUEST_IP, GUEST_PORT, HOST, stack
-from ._util import cpu_ticks, machine_busy_ticks, own_ticks, raise_nofile
+from ._util import cpu_ticks, machine_busy_ticks, own_ticks, raise_nofile, tree_pids
 from .bench_websockets import HeldWebSockets, hold_websockets
 
-TARGETS = ("direct", "nginx", "haproxy", "traefik", "caddy", "pxproxy")
-LABELS = {"haproxy": "HAProxy", "traefik": "Traefik", "caddy": "Caddy"}
+TARGETS = ("direct", "nginx", "haproxy", "traefik", "caddy", "pxproxy", "pxproxy-w2")
+W2 = "pxproxy-w2"  # a second daemon with proxy.workers 2; the small-responses part only
+LABELS = {
+    "haproxy": "HAProxy",
+    "traefik": "Traefik",
+    "caddy": "Caddy",
+    W2: "pxproxy ×2 processes",
+}
 KINDS: dict[str, Kind] = {"haproxy": "haproxy", "traefik": "traefik", "caddy": "caddy"}
 PARTS = ("rps", "stream", "websockets", "idle")
 CONNECTIONS = (8, 64)
@@ -160,10 +170,21 @@ class Upstream:
 class Target:
     name: str
     url: str | None  # None: straight to the upstream
-    pid: int | None
+    pids: tuple[int, ...]  # the main process first; the CPU of all of them and their children
+
+    @property
+    def pid(self) -> int | None:
+        return self.pids[0] if self.pids else None
 
     def url_for(self, upstream: Upstream) -> str:
         return self.url or upstream.direct
+
+    def cpu_ticks(self) -> int:
+        """Of its processes and their descendants, each counted once (a daemon's workers
+        are its children too)."""
+        trees = {pid: set(tree_pids(pid)) for pid in self.pids}
+        roots = [p for p in self.pids if not any(p in t for q, t in trees.items() if q != p)]
+        return sum(cpu_ticks(p) for p in roots)
 
 
 @dataclass(frozen=True)
@@ -228,13 +249,13 @@ async def wrk(url: str, host: str, connections: int, seconds: float) -> WrkOut:
 
 
 async def measure(target: Target, upstream: Upstream, connections: int, seconds: float) -> Run:
-    proxy_before = cpu_ticks(target.pid) if target.pid else 0
+    proxy_before = target.cpu_ticks()
     upstream_before = cpu_ticks(upstream.pid)
     others = OtherLoad()
     started = time.monotonic()
     out = await wrk(target.url_for(upstream), upstream.host, connections, seconds)
     wall = time.monotonic() - started
-    proxy_cpu = (cpu_ticks(target.pid) - proxy_before) / CLK_TCK if target.pid else None
+    proxy_cpu = (target.cpu_ticks() - proxy_before) / CLK_TCK if target.pids else None
     upstream_cpu = (cpu_ticks(upstream.pid) - upstream_before) / CLK_TCK
     return Run(out, proxy_cpu, upstream_cpu, wall, others.cores())
 
@@ -301,6 +322,7 @@ def cap_reason(cell: Cell, direct: Cell, is_direct: bool) -> str:
 def print_small(
     cells: Cells, targets: list[Target], upstreams: list[Upstream], opts: Options
 ) -> None:
+    width = max(9, *(len(label(t.name)) + 1 for t in targets))
     for upstream in upstreams:
         for c in CONNECTIONS:
             print(
@@ -308,7 +330,7 @@ def print_small(
                 f"{opts.rounds} rounds (rotated), medians"
             )
             print(
-                f"  {'target':<9}{'req/s':>9}{'x nginx':>9}{'+p50 ms':>9}{'+p99 ms':>9}"
+                f"  {'target':<{width}}{'req/s':>9}{'x nginx':>9}{'+p50 ms':>9}{'+p99 ms':>9}"
                 f"{'CPU us/req':>12}{'upstream CPU':>14}{'others':>8}  note"
             )
             direct = cells[(upstream.key, c, "direct")]
@@ -324,13 +346,36 @@ def print_small(
                 if cell.errors:
                     note += f" [{len(cell.errors)} run(s) with {cell.errors[0]}]"
                 print(
-                    f"  {label(target.name):<9}{cell.rps:>9,.0f}{ratio:>9}{p50:>9}{p99:>9}"
+                    f"  {label(target.name):<{width}}{cell.rps:>9,.0f}{ratio:>9}{p50:>9}{p99:>9}"
                     f"{cpu:>12}{cell.upstream_core:>13.0%}{cell.others_cores:>8.2f}  {note}"
                 )
             print(
                 f"  direct p50/p99: {direct.p50_ms:.2f}/{direct.p99_ms:.2f} ms; upstream CPU: its"
                 " process tree's CPU time / wall time; others: cores used by other processes"
             )
+    print_workers_ratio(cells, upstreams)
+
+
+def print_workers_ratio(cells: Cells, upstreams: list[Upstream]) -> None:
+    """pxproxy-w2 ÷ pxproxy in every cell: what the second process buys."""
+    pairs = [
+        (upstream, c, cells.get((upstream.key, c, "pxproxy")), cells.get((upstream.key, c, W2)))
+        for upstream in upstreams
+        for c in CONNECTIONS
+    ]
+    if not any(px and w2 for _, _, px, w2 in pairs):
+        return
+    print(f"\n{label(W2)} (proxy.workers 2) ÷ pxproxy (proxy.workers 1), medians")
+    print(f"  {'cell':<12}{'req/s':>9}{'CPU us/req':>12}{'+p99 ms':>10}")
+    for upstream, c, px, w2 in pairs:
+        if px is None or w2 is None:
+            continue
+        cpu = f"{w2.cpu_us / px.cpu_us:.2f}" if w2.cpu_us and px.cpu_us else "-"
+        print(
+            f"  {f'c{c} {upstream.key}':<12}{w2.rps / px.rps:>9.2f}{cpu:>12}"
+            f"{w2.p99_ms - px.p99_ms:>+10.2f}"
+        )
+    print("  (+p99 ms: pxproxy-w2's p99 minus pxproxy's)")
 
 
 async def download(url: str, host: str, size: int) -> float:
@@ -360,12 +405,12 @@ async def streams(
     for rnd in range(opts.rounds):
         for upstream in upstreams:
             for target in rotated(targets, rnd):
-                before = cpu_ticks(target.pid) if target.pid else 0
+                before = target.cpu_ticks()
                 upstream_before = cpu_ticks(upstream.pid)
                 seconds = await download(
                     target.url_for(upstream) + f"/big?bytes={BIG}", upstream.host, BIG
                 )
-                cpu = (cpu_ticks(target.pid) - before) / CLK_TCK if target.pid else None
+                cpu = (target.cpu_ticks() - before) / CLK_TCK if target.pids else None
                 upstream_cpu = (cpu_ticks(upstream.pid) - upstream_before) / CLK_TCK
                 got.setdefault((upstream.key, target.name), []).append(
                     Stream(seconds, cpu, upstream_cpu / seconds)
@@ -531,7 +576,7 @@ async def profile(seconds: float, code: str | None) -> None:
 
 
 async def main(opts: Options) -> None:
-    for tool in ("wrk", "nginx", "curl", *(t for t in opts.targets if t in LABELS)):
+    for tool in ("wrk", "nginx", "curl", *(t for t in opts.targets if t in KINDS)):
         if shutil.which(tool) is None:
             raise SystemExit(f"{tool} is not installed: run bash bench/setup.sh")
     if opts.profile_s is not None:
@@ -548,7 +593,11 @@ async def main(opts: Options) -> None:
     held_idle: HeldConnections | None = None
     with tempfile.TemporaryDirectory(prefix="pxproxy-bench-proxy-") as tmp_name:
         tmp = Path(tmp_name)
-        async with stack(fast=True, code=opts.code) as s, contextlib.AsyncExitStack() as es:
+        workers2 = W2 in opts.targets and "rps" in opts.parts
+        async with (
+            stack(fast=True, code=opts.code, workers2=workers2) as s,
+            contextlib.AsyncExitStack() as es,
+        ):
             assert s.fast is not None
             assert s.fast_pid is not None
             upstreams = [
@@ -571,16 +620,23 @@ async def main(opts: Options) -> None:
             targets: list[Target] = []
             for name in opts.targets:
                 if name == "direct":
-                    targets.append(Target(name, None, None))
+                    targets.append(Target(name, None, ()))
                 elif name == "nginx":
-                    targets.append(Target(name, s.nginx, s.nginx_pids[0]))
+                    targets.append(Target(name, s.nginx, (s.nginx_pids[0],)))
                 elif name == "pxproxy":
-                    targets.append(Target(name, s.pxproxy, s.pxproxy_pid))
+                    targets.append(Target(name, s.pxproxy, (s.pxproxy_pid,)))
+                elif name == W2:
+                    if s.pxproxy_w2 is not None:  # only started for the rps part
+                        targets.append(Target(name, s.pxproxy_w2, tuple(s.pxproxy_w2_pids)))
                 else:
                     proxy = await es.enter_async_context(
                         routed_proxy(KINDS[name], routes, tmp / name)
                     )
-                    targets.append(Target(name, proxy.url, proxy.pid))
+                    targets.append(Target(name, proxy.url, (proxy.pid,)))
+            one_process = [t for t in targets if t.name != W2]
+            skipped = (
+                f"{label(W2)} ({W2}): small responses only; not in" if W2 in opts.targets else ""
+            )
             for target in targets:
                 for upstream in upstreams:
                     await _until_ok(target.url_for(upstream), upstream.host)
@@ -590,8 +646,10 @@ async def main(opts: Options) -> None:
                 cells = await small_responses(targets, upstreams, opts)
                 print_small(cells, targets, upstreams, opts)
             if "stream" in opts.parts:
-                stream_results = await streams(targets, upstreams, opts)
-                print_streams(stream_results, targets, upstreams)
+                stream_results = await streams(one_process, upstreams, opts)
+                print_streams(stream_results, one_process, upstreams)
+                if skipped:
+                    print(f"  ({skipped} the 1 GiB bodies)")
             if "websockets" in opts.parts:
                 held_ws = {}
                 for target in targets:
@@ -600,6 +658,8 @@ async def main(opts: Options) -> None:
                             target.url + "/ws", HOST, target.pid, WEBSOCKETS, opts.hold_s
                         )
                 print_websockets(held_ws, opts.hold_s)
+                if skipped:
+                    print(f"  ({skipped} the WebSockets)")
             if "idle" in opts.parts and "pxproxy" in opts.targets:
                 # The daemon inherited our limit; raise it there too if it started lower.
                 limit = raise_nofile(IDLE_CONNECTIONS + 1000, s.pxproxy_pid)
@@ -608,6 +668,8 @@ async def main(opts: Options) -> None:
                     "127.0.0.1", port, HOST, s.pxproxy_pid, IDLE_CONNECTIONS, opts.hold_s
                 )
                 print_idle(held_idle, opts.hold_s, limit)
+                if skipped:
+                    print(f"  ({skipped} the idle connections)")
             print_goals(cells, stream_results, held_ws, held_idle, upstreams)
     print(
         f"\n(run took {time.monotonic() - started:.0f} s; other processes on the machine used "
