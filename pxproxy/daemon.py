@@ -52,6 +52,7 @@ from .state.store import SavedState, StateError
 from .state.writer import StateWriter
 from .wake.activity import ActivityWatch
 from .wake.manager import DependencyCycleError, WakeManager, check_routes
+from .wake.stats import BeforeStopCollector
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ class Daemon:
             lambda: self.config.integrations.traefik,
         )
         self.metrics.watch_dns(lambda: self.dns.counters if self.dns is not None else None)
+        self.metrics.registry.register(BeforeStopCollector(lambda: self.wake.stats))
         self.audit: AuditLog | None = None  # opened by start()
         self.api_port: int | None = None
         self.proxy_port: int | None = None

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
+
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 # Enough recent wake durations for a percentile on a status page, bounded for a long-lived daemon.
 RECENT_DURATIONS = 256
@@ -67,3 +71,23 @@ class WakeStats:
 
     def before_stop_abandoned(self, guest: str) -> None:
         self.before_stops_abandoned += 1
+
+
+class BeforeStopCollector(Collector):
+    """pxproxy_before_stops_total by result, read from the wake counters at scrape time."""
+
+    def __init__(self, stats: Callable[[], WakeStats]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        family = CounterMetricFamily(
+            "pxproxy_before_stops",
+            "idle.before_stop commands: started; failed (the stop went ahead); abandoned "
+            "(the guest was used during the command or the grace, so it stayed up)",
+            labels=["result"],
+        )
+        family.add_metric(["started"], stats.before_stops)
+        family.add_metric(["failed"], stats.before_stop_failures)
+        family.add_metric(["abandoned"], stats.before_stops_abandoned)
+        yield family

@@ -446,3 +446,19 @@ async def test_the_manager_hands_its_commands_to_each_waker(
         assert mgr.stats.idle_stops == 1
     finally:
         await mgr.stop()
+
+
+def test_before_stop_counters_are_in_prometheus() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from pxproxy.wake.stats import BeforeStopCollector, WakeStats
+
+    stats = WakeStats(before_stops=3, before_stop_failures=1, before_stops_abandoned=2)
+    registry = CollectorRegistry()
+    registry.register(BeforeStopCollector(lambda: stats))
+    text = generate_latest(registry).decode()
+    assert 'pxproxy_before_stops_total{result="started"} 3.0' in text
+    assert 'pxproxy_before_stops_total{result="failed"} 1.0' in text
+    assert 'pxproxy_before_stops_total{result="abandoned"} 2.0' in text
+    stats.before_stops += 1  # read at scrape time, not copied
+    assert 'result="started"} 4.0' in generate_latest(registry).decode()
