@@ -15,6 +15,7 @@ from .inventory.snapshot import Snapshot
 from .inventory.store import Inventory
 from .proxy.tls import ServerCertificates, TlsError
 from .pve.errors import PveError
+from .pve.termproxy import SHELL_USER
 from .routing.route_set import Declared, merge
 from .services import make_poller
 
@@ -72,6 +73,7 @@ async def check(config: Config, out: TextIO) -> int:
     # A guest's unusable notes cost that guest its routes, nothing else: warnings.
     warnings.extend(f"notes of {p.name} ({p.guest}): {p.error}" for p in routes.problems)
     warnings.extend(workers_warnings(config.proxy.workers, os.cpu_count()))
+    warnings.extend(before_stop_warnings(config, view))
     for w in warnings:
         out.write(f"warning: {w}\n")
     if problems:
@@ -186,3 +188,25 @@ def workers_warnings(workers: int, cores: int | None) -> list[str]:
             f"more processes than cores do not serve more"
         ]
     return []
+
+
+def before_stop_warnings(config: Config, view: Snapshot) -> list[str]:
+    """An LXC guest's `idle.before_stop` runs through a node shell, which only a root@pam
+    password ticket opens: without one the command fails each time (the stop still comes)."""
+    shells = {
+        name: cluster.username == SHELL_USER and cluster.password is not None
+        for name, cluster in zip(config.cluster_names(), config.proxmox, strict=True)
+    }
+    warnings = []
+    for i, route in enumerate(config.routes):
+        if route.idle is None or route.idle.before_stop is None:
+            continue
+        for guest in view.lookup_ref(route.guest).guests:
+            if guest.type == "lxc" and not shells.get(guest.cluster, False):
+                warnings.append(
+                    f"routes[{i}].idle.before_stop: {guest.ref} is a container, whose command "
+                    f"runs in a node shell; cluster {guest.cluster} needs username: "
+                    f"{SHELL_USER} and password for it (without, the command fails and the "
+                    f"stop goes ahead)"
+                )
+    return warnings
