@@ -151,14 +151,20 @@ class WakeManager:
             commands=self._commands,
         )
         if route is not None:
-            waker.scheme = route.scheme
+            waker.scheme, waker.protocol = route.scheme, route.protocol
         self._wakers.append(waker)
         return waker
 
     def _reconfigure(self, waker: Waker, idle: IdleConfig, route: RouteConfig) -> None:
-        if waker.idle == idle and waker.port == route.port and waker.scheme == route.scheme:
+        if (
+            waker.idle == idle
+            and waker.port == route.port
+            and waker.scheme == route.scheme
+            and waker.protocol == route.protocol
+        ):
             return
         old = waker.reconfigure(idle, route.port, route.scheme, self._probe_factory(idle, route))
+        waker.protocol = route.protocol  # a TCP route turned UDP on one port probes anew
         if old is not None:
             self._old_probes.append(old)
 

@@ -179,6 +179,7 @@ class Waker:
         # Names of the routes through this guest, for the log's `route` field (the manager's).
         self.routes: list[str] = []
         self.scheme = "http"  # of the route whose settings this waker has (for its probe)
+        self.protocol = "tcp"  # likewise: a UDP route's guest is probed with datagrams
         self._power_sent = False  # the running wake has sent its start or resume
         self._late_task: asyncio.Task[None] | None = None
         # A power action of the API (what the inventory should show, until when): the change

@@ -75,3 +75,34 @@ def test_udp_routes_get_the_udp_probe_unless_an_http_check_is_set() -> None:
     assert isinstance(probe_for(IdleConfig(), protocol="tcp"), TcpProbe)
     http = IdleConfig.model_validate({"ready": {"http": "/health"}})
     assert not isinstance(probe_for(http, protocol="udp"), UdpProbe)
+
+
+def test_a_tcp_route_turned_udp_on_the_same_port_gets_the_udp_probe() -> None:
+    from typing import Any
+
+    from pxproxy.config.models import RouteConfig
+    from pxproxy.inventory.store import Inventory
+    from pxproxy.wake.manager import WakeManager
+    from pxproxy.wake.waker import Waker
+
+    def game(protocol: str) -> RouteConfig:
+        return RouteConfig.model_validate(
+            {
+                "listen": "127.0.0.1:34197",
+                "protocol": protocol,
+                "guest": "home:7101",
+                "port": 34197,
+                "idle": {"timeout": "10m"},
+            }
+        )
+
+    power: Any = object()  # nothing is woken or stopped: the manager is never started
+    manager = WakeManager([game("tcp")], Inventory(), power)
+    waker = manager.gate_for(0)
+    assert isinstance(waker, Waker)
+    assert isinstance(waker._probe, TcpProbe)
+    manager.update([game("udp")])
+    assert manager.gate_for(0) is waker  # the same guest keeps its waker and state
+    assert isinstance(waker._probe, UdpProbe)
+    manager.update([game("tcp")])
+    assert isinstance(waker._probe, TcpProbe)
