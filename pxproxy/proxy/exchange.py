@@ -25,7 +25,7 @@ from .headers import client_response_headers, upstream_request_headers
 from .pool import PoolKey
 from .relay import relay_head
 from .replies import Reply, problem, reason
-from .request import ClientRequest
+from .request import ClientRequest, framing_tail
 from .server import ClientConnection
 from .tunnel import Tunnel
 from .upstream import Upstream, UpstreamError
@@ -302,15 +302,7 @@ class Exchange:
         target = proxy.prefix_of(self._match.route) + request.path if request.path != "*" else "*"
         lines = [f"{request.method} {target} HTTP/1.1\r\n"]
         lines.extend(f"{name}: {value}\r\n" for name, value in fields)
-        if request.websocket:
-            lines.append("Connection: Upgrade\r\nUpgrade: websocket\r\n")
-        if request.body == "length":
-            lines.append(f"Content-Length: {request.length}\r\n")
-        elif request.body == "chunked":
-            lines.append("Transfer-Encoding: chunked\r\n")
-        elif request.method in ("POST", "PUT", "PATCH") and request.length == 0:
-            lines.append("Content-Length: 0\r\n")
-        lines.append("\r\n")
+        lines.append(framing_tail(request))
         return "".join(lines).encode("latin-1")
 
     # ------------------------------------------------------------------ the client's side

@@ -17,7 +17,7 @@ import hmac
 import ipaddress
 
 from .headers import HOP_BY_HOP, connection_tokens
-from .request import ClientRequest, Refusal
+from .request import ClientRequest, Refusal, framing_tail
 
 SECRET_FIELD = "X-Pxproxy-Relay"
 PEER_FIELD = "X-Pxproxy-Peer"
@@ -46,15 +46,7 @@ def relay_head(request: ClientRequest, *, scheme: str, secret: str) -> bytes:
     lines.append(f"{SECRET_FIELD}: {secret}\r\n")
     lines.append(f"{PEER_FIELD}: {request.peer or ''}\r\n")
     lines.append(f"{SCHEME_FIELD}: {scheme}\r\n")
-    if request.websocket:
-        lines.append("Connection: Upgrade\r\nUpgrade: websocket\r\n")
-    if request.body == "length":
-        lines.append(f"Content-Length: {request.length}\r\n")
-    elif request.body == "chunked":
-        lines.append("Transfer-Encoding: chunked\r\n")
-    elif request.method in ("POST", "PUT", "PATCH") and request.length == 0:
-        lines.append("Content-Length: 0\r\n")
-    lines.append("\r\n")
+    lines.append(framing_tail(request))
     return "".join(lines).encode("latin-1")
 
 

@@ -44,6 +44,19 @@ class ClientRequest:
         return self.authority.text
 
 
+def framing_tail(request: ClientRequest) -> str:
+    """The end of a forwarded request head: upgrade and body framing as the proxy checked
+    them (never the client's own lines), then the blank line."""
+    tail = "Connection: Upgrade\r\nUpgrade: websocket\r\n" if request.websocket else ""
+    if request.body == "length":
+        tail += f"Content-Length: {request.length}\r\n"
+    elif request.body == "chunked":
+        tail += "Transfer-Encoding: chunked\r\n"
+    elif request.method in ("POST", "PUT", "PATCH") and request.length == 0:
+        tail += "Content-Length: 0\r\n"
+    return tail + "\r\n"
+
+
 def check_head(
     method: str,
     target: str,

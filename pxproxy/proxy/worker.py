@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from ..config.models import ProxyConfig, RouteConfig
-from ..wake.contract import ALWAYS_READY, Gate, WakeProgress, WakeState
+from ..wake.contract import ALWAYS_READY, AlwaysReady, Gate, WakeProgress, WakeState
 from . import worker_messages as msg
 from .http import HttpProxy, RelayTarget
 from .listener import ProxyListener
@@ -108,21 +108,14 @@ class WorkerGate:
         yield WakeProgress(WakeState.READY, "ready")
 
 
-class RelayGate:
-    """The gate of a route whose guest is not ready: the proxy relays its requests."""
+class RelayGate(AlwaysReady):
+    """The gate of a route whose guest is not ready: the proxy relays its requests (nothing
+    to count here: the daemon counts them)."""
 
     state = WakeState.ASLEEP
-    wake_timeout_s = 0.0
 
     async def ready(self, *, wake: bool = True) -> None:
         raise AssertionError("a worker never waits for a guest")
-
-    def activity(self) -> None:
-        return None
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        yield
 
     async def progress(self) -> AsyncIterator[WakeProgress]:
         yield WakeProgress(WakeState.ASLEEP, "relayed")

@@ -96,6 +96,19 @@ class Conn:
                 body += chunk[:-2]
         return int(status_line.split()[1]), fields, body
 
+    async def websocket(self, host: str) -> None:
+        """Open a WebSocket to the lab guest's echo (/ws) on this connection."""
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.writer.write(
+            (
+                f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        switched = await asyncio.wait_for(self.reader.readuntil(b"\r\n\r\n"), 10)
+        assert switched.startswith(b"HTTP/1.1 101"), switched
+
     def close(self) -> None:
         self.writer.close()
 
@@ -133,6 +146,13 @@ async def connections_by_process(
     for conn in spare:
         conn.close()
     return found
+
+
+async def _guests(lab: LabServer, *, sleepy: str, later: bool = False) -> None:
+    guests = [(ALWAYS, "always", "running"), (SLEEPY, "sleepy", sleepy)]
+    for vmid, name, status in guests + ([(LATER, "later", "running")] if later else []):
+        lab.cluster.add_guest(vmid, "lxc", name, "pve1", status=status, static_ip=True)
+    await lab.cluster.open()  # the guests' servers listen
 
 
 def _config(lab: LabServer, tmp: Path, **extra: Any) -> Path:
@@ -191,10 +211,7 @@ def _waker(daemon: Daemon) -> Waker:
 async def test_workers_serve_ready_guests_and_leave_wakes_to_the_daemon(
     lab_server: LabServer, tmp_path: Path
 ) -> None:
-    cluster = lab_server.cluster
-    cluster.add_guest(ALWAYS, "lxc", "always", "pve1", status="running", static_ip=True)
-    cluster.add_guest(SLEEPY, "lxc", "sleepy", "pve1", status="stopped", static_ip=True)
-    await cluster.open()
+    await _guests(lab_server, sleepy="stopped")
     daemon = await _started(_config(lab_server, tmp_path))
     conns: dict[int, Conn] = {}
     try:
@@ -246,16 +263,7 @@ async def test_workers_serve_ready_guests_and_leave_wakes_to_the_daemon(
         await wait_for(lambda: waker.last_activity_at() > before, 10, "the worker's activity")
 
         # A WebSocket on the worker holds the guest awake in the daemon until it closes.
-        key = base64.b64encode(os.urandom(16)).decode()
-        on_worker.writer.write(
-            (
-                "GET /ws HTTP/1.1\r\nHost: sleepy.w.test\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        switched = await asyncio.wait_for(on_worker.reader.readuntil(b"\r\n\r\n"), 10)
-        assert switched.startswith(b"HTTP/1.1 101")
+        await on_worker.websocket("sleepy.w.test")
         await wait_for(lambda: waker._holds == 1, 10, "the worker's hold in the daemon")
         on_worker.close()
         del conns[worker_pid]
@@ -281,10 +289,7 @@ def _metrics(daemon: Daemon) -> str:
 async def test_a_dead_worker_lets_go_and_is_started_again_and_stops_with_the_daemon(
     lab_server: LabServer, tmp_path: Path
 ) -> None:
-    cluster = lab_server.cluster
-    cluster.add_guest(ALWAYS, "lxc", "always", "pve1", status="running", static_ip=True)
-    cluster.add_guest(SLEEPY, "lxc", "sleepy", "pve1", status="running", static_ip=True)
-    await cluster.open()
+    await _guests(lab_server, sleepy="running")
     daemon = await _started(_config(lab_server, tmp_path))
     conns: dict[int, Conn] = {}
     try:
@@ -302,15 +307,7 @@ async def test_a_dead_worker_lets_go_and_is_started_again_and_stops_with_the_dae
             return _worker_count(daemon, "sleepy.w.test") > 0
 
         await wait_for(served_by_the_worker, 10, "the worker serving the guest")
-        key = base64.b64encode(os.urandom(16)).decode()
-        on_worker.writer.write(
-            (
-                "GET /ws HTTP/1.1\r\nHost: sleepy.w.test\r\nUpgrade: websocket\r\n"
-                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                "Sec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        assert (await on_worker.reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+        await on_worker.websocket("sleepy.w.test")
         waker = _waker(daemon)
         await wait_for(lambda: waker._holds >= 1, 10, "the hold")
 
@@ -354,10 +351,7 @@ async def _health(daemon: Daemon) -> dict[str, Any]:
 async def test_workers_follow_reloads_and_certificate_renewals(
     lab_server: LabServer, tmp_path: Path
 ) -> None:
-    cluster = lab_server.cluster
-    for vmid, name in ((ALWAYS, "always"), (SLEEPY, "sleepy"), (LATER, "later")):
-        cluster.add_guest(vmid, "lxc", name, "pve1", status="running", static_ip=True)
-    await cluster.open()
+    await _guests(lab_server, sleepy="running", later=True)
     ca = TestCa()
     cert = ca.issue("always.w.test")
     files = cert.write(tmp_path, "always")
@@ -413,10 +407,7 @@ def _serial(conn: Conn) -> int:
 async def test_the_relay_listener_serves_workers_only(
     lab_server: LabServer, tmp_path: Path
 ) -> None:
-    cluster = lab_server.cluster
-    cluster.add_guest(ALWAYS, "lxc", "always", "pve1", status="running", static_ip=True)
-    cluster.add_guest(SLEEPY, "lxc", "sleepy", "pve1", status="running", static_ip=True)
-    await cluster.open()
+    await _guests(lab_server, sleepy="running")
     daemon = await _started(_config(lab_server, tmp_path))
     try:
         relay = daemon._relay_listener
