@@ -22,7 +22,7 @@ from ..shutdown import DaemonStopping
 from ..wake.contract import ALWAYS_READY, Gate, WakeError, WakeState
 from . import waiting
 from .headers import client_response_headers, upstream_request_headers
-from .pool import PoolKey
+from .pool import PoolKey, UpstreamPool
 from .relay import relay_head
 from .replies import Reply, problem, reason
 from .request import ClientRequest, framing_tail
@@ -231,17 +231,22 @@ class Exchange:
         self._key = PoolKey(upstream.address, upstream.port, upstream.scheme == "https")
         self._started = time.monotonic()
         request = self._request
-        if request.body == "chunked" and not request.body_done:
+        if request.body == "chunked" and not request.body_done and relay is None:
+            # (Relayed at once: the daemon reads the first stretch itself, and says go on.)
             self._deferred = True
             if request.expect_continue:
                 self._conn.write_interim(_CONTINUE)  # the client waits for it to send the body
             return
         self._send()
 
+    def _pool(self) -> UpstreamPool:
+        relay_pool = self._proxy.relay_pool
+        return relay_pool if self._relayed and relay_pool is not None else self._proxy.pool
+
     def _send(self) -> None:
         self._deferred = False
         self._attempt += 1
-        up = self._proxy.pool.take(self._key)
+        up = self._pool().take(self._key)
         if up is not None:
             self._reused = True
             self._attach(up)
@@ -251,7 +256,7 @@ class Exchange:
 
     async def _connect(self) -> None:
         try:
-            up = await self._proxy.pool.connect(self._key)
+            up = await self._pool().connect(self._key)
         except UpstreamFailure as failure:
             self._task = None
             self.upstream_failed(failure)
@@ -277,6 +282,7 @@ class Exchange:
             and not request.body_done
             and not self._body_sent_any
             and request.body != "chunked"
+            and not self._relayed  # the daemon's 100 comes through response_continue
         ):
             # Sent only now, once the guest is there: the point of Expect is to hear "no"
             # early, and a refusal before this (404, 413, 502) closes instead.
@@ -454,7 +460,7 @@ class Exchange:
         up, self._up = self._up, None
         if up is not None:
             if self._request.body_done:
-                self._proxy.pool.release(up)
+                self._pool().release(up)
             else:
                 up.close()
         self._activity()
@@ -463,6 +469,12 @@ class Exchange:
 
     def tunnel_data(self, data: bytes) -> None:
         return None  # a Tunnel takes the connection over at the 101
+
+    def response_continue(self) -> None:
+        """The daemon's 100 Continue to a relayed request: the client's go-ahead."""
+        request = self._request
+        if self._relayed and request.expect_continue and not self._done and not self._head_sent:
+            self._conn.write_interim(_CONTINUE)
 
     def upstream_failed(self, failure: UpstreamFailure) -> None:
         if self._done:
@@ -550,6 +562,10 @@ class Exchange:
             self._pending.clear()
             self._conn.resume_reading("pending")
         self._conn.resume_reading("held")
+        if self._relayed and not self._done and self._upstream_s is None:
+            # The daemon never answered this one (413 here, its relay listener unreachable):
+            # only this worker can count it.
+            self._proxy.metrics.request(self._match.name, reply.status, None)
         self._end(reply.status, upstream=False)
         self._conn.reply(reply)
 

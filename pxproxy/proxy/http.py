@@ -24,7 +24,7 @@ from .headers import TrustedProxies
 from .listener import ProxyListener, open_listener
 from .loading_page import EVENTS_PATH
 from .pool import UpstreamPool
-from .relay import RelayCheck
+from .relay import RELAY_BYTES, RELAY_FIELDS, RelayCheck
 from .replies import Reply, problem
 from .request import ClientRequest
 from .routes import RouteMatch, RouteTable
@@ -105,13 +105,23 @@ class HttpProxy:
         self._watcher: asyncio.Task[None] | None = None
         # Set in a worker process (proxy/worker.py): where what it does not serve goes.
         self.relay: RelayTarget | None = None
+        self.relay_pool: UpstreamPool | None = None  # connections to the relay listener
 
     # ------------------------------------------------------------------ lifecycle
 
     def server(self, *, scheme: str = "http", relay: RelayCheck | None = None) -> ProxyServer:
         """The connection state one listener shares; many listeners may be open at once
         (a listener moved to a new address leaves its old connections to finish)."""
-        server = ProxyServer(self, self.config, scheme=scheme, relay=relay)
+        limits = self.config
+        if relay is not None:
+            # A head the client's limits admitted, plus what the worker adds to it.
+            limits = limits.model_copy(
+                update={
+                    "max_headers": limits.max_headers + RELAY_FIELDS,
+                    "max_header_size": limits.max_header_size + RELAY_BYTES,
+                }
+            )
+        server = ProxyServer(self, limits, scheme=scheme, relay=relay)
         self._servers.append(server)
         if self._watcher is None:
             self._watcher = self.spawn(self._stop_when_stopping(), "pxproxy-proxy-stopping")
@@ -162,6 +172,8 @@ class HttpProxy:
         self._wakes.clear()
         self._watcher = None
         self.pool.close()
+        if self.relay_pool is not None:
+            self.relay_pool.close()
 
     # ------------------------------------------------------------------ per request
 

@@ -23,9 +23,14 @@ SECRET_FIELD = "X-Pxproxy-Relay"
 PEER_FIELD = "X-Pxproxy-Peer"
 SCHEME_FIELD = "X-Pxproxy-Scheme"
 _OURS = "x-pxproxy-"  # no client may send these through a worker
-# Framing is re-made; Expect was the worker's to answer (it sent the 100 Continue).
+# Framing is re-made; Expect is re-made too, for the daemon to answer (its 100 Continue
+# passes through the worker) and for the guest to see, as without a worker.
 _NOT_RELAYED = frozenset({"host", "content-length", "transfer-encoding", "expect"})
 _SCHEMES = frozenset({"http", "https"})
+# What a worker adds to a head the client's limits already admitted: its three fields and a
+# re-made framing line, each at most this long (a scoped IPv6 peer is the longest).
+RELAY_FIELDS = 4
+RELAY_BYTES = 4 * 128
 
 
 def relay_head(request: ClientRequest, *, scheme: str, secret: str) -> bytes:
@@ -46,6 +51,8 @@ def relay_head(request: ClientRequest, *, scheme: str, secret: str) -> bytes:
     lines.append(f"{SECRET_FIELD}: {secret}\r\n")
     lines.append(f"{PEER_FIELD}: {request.peer or ''}\r\n")
     lines.append(f"{SCHEME_FIELD}: {scheme}\r\n")
+    if request.expect_continue:
+        lines.append("Expect: 100-continue\r\n")
     lines.append(framing_tail(request))
     return "".join(lines).encode("latin-1")
 

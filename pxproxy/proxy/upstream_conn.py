@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol, cast
+from typing import TYPE_CHECKING, Final, Protocol, cast, runtime_checkable
 
 import httptools
 
@@ -75,6 +75,13 @@ class ResponseSink(Protocol):
 
     def upstream_writable(self, writable: bool) -> None:
         """This side's write buffer filled (False) or drained (True)."""
+
+
+@runtime_checkable
+class ContinueSink(Protocol):
+    """A sink that passes an upstream's 100 Continue on (a worker's relayed exchange)."""
+
+    def response_continue(self) -> None: ...
 
 
 class _Stop(Exception):
@@ -343,6 +350,8 @@ class UpstreamConnection(asyncio.Protocol):
         if 100 <= status < 200 and status != 101:
             self._fields = []  # an interim response (100, 103): the final one follows
             self._interim = True
+            if status == 100 and isinstance(sink, ContinueSink):
+                sink.response_continue()
             return
         self._interim = False
         framing, length, problem = _framing(self._fields, status, self._head_request)

@@ -27,6 +27,7 @@ from ..wake.contract import ALWAYS_READY, AlwaysReady, Gate, WakeProgress, WakeS
 from . import worker_messages as msg
 from .http import HttpProxy, RelayTarget
 from .listener import ProxyListener
+from .pool import KEEPALIVE_S, UpstreamPool
 from .routes import RouteTable
 from .stats import ProxyStats
 from .tls import ServerCertificates, TlsError
@@ -35,9 +36,13 @@ from .upstream import NoAddress, Upstream
 log = logging.getLogger("pxproxy.proxy.worker")
 
 REPORT_INTERVAL_S = 0.5
-# Reports wait while this much is unread by the daemon: counters are cumulative, and
-# activity is only ever "some", so a skipped report loses nothing that matters.
+# Reports wait while this much is unread by the daemon: counters are cumulative, activity is
+# only ever "some", and each report names every hold still open, so a skipped one loses
+# nothing that matters.
 MAX_UNSENT = 1 << 20
+# The worker's bound on the daemon's silence over the relay: the daemon's own timeouts (wake,
+# guest) come first; this only ends a relay to a daemon that hangs.
+RELAY_READ_TIMEOUT_S = 24 * 3600.0
 
 
 class Reporter:
@@ -181,11 +186,16 @@ class Worker:
         self._listen: tuple[str, int] | None = None
         self._certificates: ServerCertificates | None = None
         self._tls_generation = -1
+        self._tls_failed = -1  # the generation whose reload failed here, logged once
         self._config: msg.WorkerConfig | None = None
         self._ticker: asyncio.Task[None] | None = None
 
-    def _send(self, line: bytes) -> None:
-        if self._out.is_closing() or self._out.get_write_buffer_size() > MAX_UNSENT:
+    def _send(self, line: bytes, *, always: bool = False) -> None:
+        """A line to the daemon; reports wait while the daemon is behind (`always`: the rare
+        ones /health shows, which must not be lost)."""
+        if self._out.is_closing():
+            return
+        if not always and self._out.get_write_buffer_size() > MAX_UNSENT:
             return
         self._out.write(line)
 
@@ -213,6 +223,15 @@ class Worker:
             self.proxy = self._make_proxy(config.proxy)
             relay = Upstream("pxproxy", "daemon", config.relay[0], config.relay[1], "http")
             self.proxy.relay = RelayTarget(relay, config.secret)
+            # The daemon says nothing while it wakes a guest (up to the route's
+            # wake_timeout) and bounds that wait and the guest's silence itself.
+            self.proxy.relay_pool = UpstreamPool(
+                connect_timeout=config.proxy.connect_timeout,
+                read_timeout=RELAY_READ_TIMEOUT_S,
+                # Given up before the daemon's side closes it as idle: a request sent on a
+                # connection it is closing would be lost (a POST is not sent again).
+                keepalive_s=min(KEEPALIVE_S, config.proxy.keepalive_timeout / 2),
+            )
             self._ticker = self.proxy.spawn(self._tick(), "pxproxy-worker-report")
         await self._load_certificates(config)
         if config.listen != self._listen:
@@ -237,8 +256,16 @@ class Worker:
         try:
             loaded = await asyncio.to_thread(ServerCertificates.prepare, tls)
         except TlsError as exc:
-            # The daemon loaded these; a file changed again between its read and ours.
-            log.error("certificate reload failed; the running ones stay: %s", exc)
+            if self._certificates is None:
+                # None to serve with: the port must not be served without TLS. The daemon
+                # starts this worker again (with its delay) and shows why in /health.
+                self._send(msg.encode_listening(None, f"proxy.tls: {exc}"), always=True)
+                raise
+            # The daemon loaded these; a file changed again between its read and ours. The
+            # next report tick tries again (logged once per reload).
+            if self._tls_failed != config.tls_generation:
+                self._tls_failed = config.tls_generation
+                log.error("certificate reload failed; the running ones stay: %s", exc)
             return
         self._tls_generation = config.tls_generation
         if self._certificates is None:
@@ -248,22 +275,25 @@ class Worker:
 
     async def _open(self, listen: tuple[str, int] | None) -> ProxyListener | None:
         if listen is None:
-            self._send(msg.encode_listening(None))
+            self._send(msg.encode_listening(None), always=True)
             return None
         assert self.proxy is not None
         tls = self._certificates.context if self._certificates else None
         try:
             listener = await self.proxy.listen(listen[0], listen[1], tls=tls, reuse_port=True)
         except OSError as exc:
-            self._send(msg.encode_listening(None, f"cannot listen on {listen}: {exc}"))
+            self._send(msg.encode_listening(None, f"cannot listen on {listen}: {exc}"), always=True)
             raise
-        self._send(msg.encode_listening(listener.port))
+        self._send(msg.encode_listening(listener.port), always=True)
         return listener
 
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(REPORT_INTERVAL_S)
             self.reporter.flush()
+            config = self._config
+            if config is not None and config.tls_generation != self._tls_generation:
+                await self._load_certificates(config)  # a reload that failed here
 
     async def stop(self, grace_s: float) -> None:
         if self._listener is not None:
@@ -290,31 +320,22 @@ async def _stdout() -> asyncio.WriteTransport:
 
 async def serve(number: int) -> int:
     loop = asyncio.get_running_loop()
-    # The daemon decides when to stop and says so; a terminal's Ctrl-C reaches every
-    # process of the group, and SIGHUP is the daemon's to act on.
-    for sig in (signal.SIGINT, signal.SIGHUP):
+    # The daemon decides when to stop and says so (a drain with its grace, or the end of
+    # the pipe). A terminal's Ctrl-C reaches every process of the group, and so does
+    # systemd's SIGTERM (KillMode=control-group): acting on it would cut this worker's
+    # requests while the daemon drains its own. SIGHUP is the daemon's to act on.
+    for sig in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: None)
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
     reader = await _stdin()
     out = await _stdout()
     worker = Worker(number, out)
-    stopped = asyncio.ensure_future(stop.wait())
-    try:
-        while True:
-            line_task = asyncio.ensure_future(reader.readline())
-            await asyncio.wait({line_task, stopped}, return_when=asyncio.FIRST_COMPLETED)
-            if not line_task.done():
-                line_task.cancel()
-                break  # SIGTERM
-            line = line_task.result()
-            if not line:
-                log.info("the daemon is gone: stopping")
-                break
-            if not await worker.handle(msg.decode(line)):
-                return 0
-    finally:
-        stopped.cancel()
+    while True:
+        line = await reader.readline()
+        if not line:
+            log.info("the daemon is gone: stopping")
+            break
+        if not await worker.handle(msg.decode(line)):
+            return 0
     await worker.stop(0)
     return 0
 
@@ -328,7 +349,7 @@ def main(argv: list[str]) -> int:
     setup_logging("info", fmt, prefix=f"worker {number}: ")
     try:
         return run(serve(number))
-    except (msg.MessageError, OSError) as exc:
+    except (msg.MessageError, OSError, TlsError) as exc:
         log.error("proxy worker %d stopped: %s", number, exc)
         return 1
 

@@ -39,7 +39,9 @@ SYNC_INTERVAL_S = 0.1
 WRITE_TIMEOUT_S = 5.0  # a worker that reads nothing of its pipe for this long is killed
 RESTART_DELAY_S = (1.0, 30.0)  # first delay, and the most it grows to
 STABLE_S = 30.0  # a worker that ran this long restarts at the first delay again
-STOP_EXTRA_S = 5.0  # past the grace, before a draining worker is killed
+# Past the grace, before a draining worker is killed: its own drain cuts what is left at the
+# grace, so this is only its exit. Below daemon.DRAIN_EXTRA_S, which bounds this whole stop.
+STOP_EXTRA_S = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,13 +64,16 @@ class _Slot:
     restarts: int = 0
     started: float = 0.0
     stats: ProxyStats = field(default_factory=ProxyStats)
-    holds: dict[str, tuple[Gate, AbstractContextManager[None]]] = field(default_factory=dict)
+    # Per route name, the gates held for it: more than one after a reload sent the name to
+    # another guest while connections to the first were open.
+    holds: dict[str, list[tuple[Gate, AbstractContextManager[None]]]] = field(default_factory=dict)
     sent_config: bytes = b""
     sent_ready: bytes = b""
     port: int | None = None
     listening: bool = False  # it follows the last listener address it was sent
     error: str | None = None
     task: asyncio.Task[None] | None = None
+    sending: asyncio.Task[None] | None = None  # the sync's last send, while it drains
 
     @property
     def pid(self) -> int | None:
@@ -110,6 +115,7 @@ class ProxyWorkers:
         self._retired = ProxyStats()  # the counters of workers that are gone
         self._sync: asyncio.Task[None] | None = None
         self._stopping = False
+        self._stopped = asyncio.Event()  # ends a restart delay at once
         self.restarts = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -124,7 +130,10 @@ class ProxyWorkers:
     async def stop(self, grace_s: float) -> None:
         """Each worker stops accepting and finishes what it has, within the grace."""
         self._stopping = True
+        self._stopped.set()
         await cancel_and_wait(self._sync)
+        for slot in self._slots:
+            await cancel_and_wait(slot.sending)
         line = msg.encode_drain(grace_s)
         for slot in self._slots:
             proc = slot.proc
@@ -143,6 +152,8 @@ class ProxyWorkers:
                     log.warning("proxy worker %d did not stop: killed", slot.number)
                     slot.proc.kill()
                 await cancel_and_wait(slot.task)
+            except Exception:  # logged by _run; the daemon's stop must go on
+                pass
 
         await asyncio.gather(*(ended(slot) for slot in self._slots))
 
@@ -167,12 +178,22 @@ class ProxyWorkers:
             except OSError as exc:
                 log.error("proxy worker %d could not be started: %s", slot.number, exc)
             else:
+                if self._stopping:
+                    # Spawned while the daemon began to stop: it missed the drain, and has
+                    # no config yet, so nothing to finish.
+                    proc.kill()
+                    await proc.wait()
+                    return
                 slot.proc, slot.started = proc, time.monotonic()
                 slot.sent_config = slot.sent_ready = b""
                 log.info("proxy worker %d started (pid %d)", slot.number, proc.pid)
                 try:
                     await self._send(slot)
                     await self._read(slot)
+                except Exception:
+                    # A bug of ours or a line past the reader's limit: this worker goes, and
+                    # is started again like any that ended.
+                    log.exception("proxy worker %d: supervision failed: killed", slot.number)
                 finally:
                     self._let_go(slot)
                     if proc.returncode is None:
@@ -192,7 +213,10 @@ class ProxyWorkers:
                 )
                 if time.monotonic() - slot.started > STABLE_S:
                     delay = RESTART_DELAY_S[0]
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopped.wait(), delay)
+            if self._stopping:
+                return
             delay = min(delay * 2, RESTART_DELAY_S[1])
             slot.restarts += 1
             self.restarts += 1
@@ -202,7 +226,11 @@ class ProxyWorkers:
         assert proc is not None
         assert proc.stdout is not None
         while True:
-            line = await proc.stdout.readline()
+            try:
+                line = await proc.stdout.readline()
+            except ValueError as exc:  # a line past the limit (LimitOverrunError)
+                log.error("proxy worker %d sent a line too long (%s): killed", slot.number, exc)
+                return
             if not line:
                 return
             try:
@@ -233,24 +261,30 @@ class ProxyWorkers:
             route = names.get(name)
             if count and route is not None:
                 gates(route).activity()
+        # A report names every hold open now: one it does not name has ended (the report
+        # with its 0 may be one the worker skipped, its pipe full).
+        for name in [n for n in slot.holds if report.holds.get(n, 0) <= 0]:
+            for _, hold in slot.holds.pop(name):
+                hold.__exit__(None, None, None)
         for name, open_now in report.holds.items():
-            held = slot.holds.get(name)
-            if open_now > 0 and held is None:
-                route = names.get(name)
-                if route is None:
-                    continue
-                gate = gates(route)
-                hold = gate.hold()
-                hold.__enter__()
-                slot.holds[name] = (gate, hold)
-            elif open_now <= 0 and held is not None:
-                del slot.holds[name]
-                held[1].__exit__(None, None, None)
+            route = names.get(name)
+            if open_now <= 0 or route is None:
+                continue
+            gate = gates(route)
+            held = slot.holds.setdefault(name, [])
+            if any(g is gate for g, _ in held):
+                continue
+            # The first, or the name leads to another guest now: that one is held too, until
+            # the worker's connections of this name have all ended.
+            hold = gate.hold()
+            hold.__enter__()
+            held.append((gate, hold))
 
     def _let_go(self, slot: _Slot) -> None:
         """A worker ended: what it held open is closed, its counters kept."""
-        for _, hold in slot.holds.values():
-            hold.__exit__(None, None, None)
+        for held in slot.holds.values():
+            for _, hold in held:
+                hold.__exit__(None, None, None)
         slot.holds.clear()
         self._retired.add(slot.stats, connections=False)
         slot.stats = ProxyStats()
@@ -269,7 +303,14 @@ class ProxyWorkers:
             await asyncio.sleep(SYNC_INTERVAL_S)
             try:
                 self._refresh()
-                await asyncio.gather(*(self._send(slot) for slot in self._slots))
+                for slot in self._slots:
+                    # Each worker on its own: one whose pipe is full (a wedged process, until
+                    # WRITE_TIMEOUT_S kills it) holds back no other's news. It gets the
+                    # newest lines once its send is done.
+                    if slot.sending is None or slot.sending.done():
+                        slot.sending = asyncio.create_task(
+                            self._send(slot), name=f"proxy-worker-{slot.number}-send"
+                        )
             except Exception:  # one bad round must not end the following
                 log.exception("proxy workers: sync failed")
 
