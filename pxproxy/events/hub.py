@@ -1,0 +1,91 @@
+"""The event hub: producers publish, each subscriber gets its own bounded queue.
+
+Publishing never waits and never fails: a subscriber that falls more than its queue behind is
+dropped (its iterator ends after an `overflow` event), so one stalled dashboard costs nobody
+else anything. Nothing here knows HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_QUEUE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    kind: str  # hello, poll, guests, stats, wake, idle, routes, webhook, overflow
+    data: Mapping[str, Any]
+    # The guest it is about (cluster:vmid), for allowlist filtering; None: about no guest.
+    guest: str | None = None
+    at: float = field(default_factory=time.time)
+
+
+OVERFLOW = "overflow"
+
+
+class Subscription:
+    """One reader's queue; iterate it (`async for event in sub`), close it when done."""
+
+    def __init__(self, hub: EventHub, max_queue: int) -> None:
+        self._hub = hub
+        self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        self._max = max_queue
+        self.dropped = False
+
+    def _offer(self, event: Event) -> None:
+        if self.dropped:
+            return
+        if self._queue.qsize() >= self._max:
+            self.dropped = True
+            self._queue.put_nowait(Event(OVERFLOW, {"reason": "reader too slow"}))
+            self._queue.put_nowait(None)
+            self._hub._forget(self)
+            return
+        self._queue.put_nowait(event)
+
+    def close(self) -> None:
+        self._hub._forget(self)
+        self._queue.put_nowait(None)
+
+    def __aiter__(self) -> AsyncIterator[Event]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Event]:
+        while True:
+            event = await self._queue.get()
+            if event is None:
+                return
+            yield event
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._subscribers: set[Subscription] = set()
+        self.published = 0  # for tests and metrics
+
+    def publish(self, event: Event) -> None:
+        self.published += 1
+        for sub in list(self._subscribers):
+            sub._offer(event)
+
+    def subscribe(self, *, max_queue: int = DEFAULT_QUEUE) -> Subscription:
+        sub = Subscription(self, max_queue)
+        self._subscribers.add(sub)
+        return sub
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def close(self) -> None:
+        """pxproxy stops: every subscriber's iterator ends."""
+        for sub in list(self._subscribers):
+            sub.close()
+
+    def _forget(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
