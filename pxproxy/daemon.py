@@ -26,6 +26,8 @@ from .config.loader import ConfigError, load_config
 from .config.models import Config, RouteConfig, is_loopback_host, split_address
 from .dns.server import DnsResponder
 from .dns.source import LiveSource
+from .events import producers
+from .events.hub import EventHub
 from .inventory.poller import ClusterPoller
 from .inventory.seen_records import SeenGuests, remembered_addresses
 from .inventory.store import Inventory
@@ -53,6 +55,8 @@ from .state.writer import StateWriter
 from .wake.activity import ActivityWatch
 from .wake.manager import DependencyCycleError, WakeManager, check_routes
 from .wake.stats import BeforeStopCollector
+from .webhooks.collector import WebhooksCollector
+from .webhooks.service import Webhooks
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,12 @@ class Daemon:
         # follows every new set first, so a gate exists before the proxy routes to it.
         self.routes = RouteStore()
         self.routes.on_change(lambda routes: self.wake.update(routes.configs))
+        # Live events (GET /api/v1/events, webhooks) from the polls, idle-watch and route set.
+        self.events = EventHub()
+        producers.connect(self.events, self.inventory, self.wake.news, self.routes)
+        # Webhooks read the hub like any reader; a reload replaces them (_replace_webhooks).
+        self.webhooks = Webhooks(config.webhooks, self.events, self._guest_info)
+        self.metrics.registry.register(WebhooksCollector(lambda: self.webhooks.senders))
         self._declared: dict[str, tuple[Declared, ...]] = {}
         self.routes.reserved = _own_ports(config)
         self.routes.policy = config.notes
@@ -193,6 +203,7 @@ class Daemon:
         except AuditFileError as exc:
             raise ConfigError(f"audit.path: {exc}") from None
         await self._load_certificates()
+        self.webhooks.start()  # before polling and idle-watch: their first events go out too
         services = self.services
         ctx = make_context(
             self.config,
@@ -211,6 +222,8 @@ class Daemon:
             config_status=self.config_status,
             activity_of=self.activity.describe,
             proxy_workers=self.workers.describe if self.workers is not None else None,
+            events=self.events,
+            webhooks=lambda: self.webhooks.describe(),  # the ones running now
         )
         app = self._api_app = build_app(ctx)
         self._api_runner = web.AppRunner(
@@ -253,6 +266,19 @@ class Daemon:
             self._watch = ConfigWatch(self.config_path, self._reload_from_watch)
             self._watch.start()
         self._log_listeners()
+
+    async def _replace_webhooks(self) -> None:
+        """The reloaded `webhooks:`: the new ones subscribe before the old ones let go, so no
+        event is missed or sent twice; the old ones get their short drain."""
+        old = self.webhooks
+        self.webhooks = old.successor(self.config.webhooks)
+        self.webhooks.start()
+        await old.stop()
+
+    def _guest_info(self, ref: str) -> tuple[str, str] | None:
+        """A webhook's guest (cluster:vmid) by name and node, if the inventory has it."""
+        found = self.inventory.snapshot.lookup_ref(ref).guests
+        return (found[0].name, found[0].node) if len(found) == 1 else None
 
     def _log_listeners(self) -> None:
         api_host, _ = split_address(self.config.listen.api)
@@ -565,6 +591,8 @@ class Daemon:
                 # `--log-level` (set on the root logger at start, as here).
                 logging.getLogger().setLevel(change.config.log_level.upper())
             await self._restart_dns()
+            if "webhooks" in change.changed:
+                await self._replace_webhooks()
             await self._apply_routes()
             self.reloads += 1
             log.info(
@@ -576,6 +604,7 @@ class Daemon:
         self.config = config
         self.routes.reserved = _own_ports(config, self._dns_settings)
         self.routes.policy = config.notes
+        self.http_proxy.set_pages(config.proxy.pages.pages())  # read with the config
         for cluster in self.services.clusters:
             cluster.poller.set_extra_aliases(alias_sources(config))
         if self._api_app is not None:
@@ -599,6 +628,7 @@ class Daemon:
         and requests held for a wake, each with its proper last word. Requests in flight get
         `shutdown_grace` to finish; then idle-watch, polling and the Proxmox sessions stop."""
         self.stopping.set()
+        self.events.close()  # event streams end now, before the drain waits for them
         grace = self.config.shutdown_grace
         started = time.monotonic()
         if self._watch is not None:
@@ -629,6 +659,7 @@ class Daemon:
         if self._relay_listener is not None:
             self._relay_listener.close()  # only now: the workers relayed to it as they drained
         await self.http_proxy.close()
+        await self.webhooks.stop()  # what is queued gets a short while to go out
         if self.state is not None:
             await self.state.stop()  # its last look at idle-watch is taken before it stops
         await self._summaries.stop()

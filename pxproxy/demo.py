@@ -132,6 +132,7 @@ def instructions(
         f"    root@pam password {lab.credentials.root_password}",
         f"  pxproxy management API: {api}",
         f"    bearer token (shown once): {token}",
+        f"  dashboard: {api}/ui/  (sign in with the bearer token)",
         "",
         "Try:",
         f"  curl -s {api}/health",

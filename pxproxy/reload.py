@@ -4,9 +4,9 @@ A reload is all or nothing for what it can apply: the new file passes the same v
 `pxproxy run` (and the depends_on cycle check) before anything changes. What a running daemon
 can swap without dropping a connection: routes (and their idle and activity settings), API
 tokens and allowlists, guest aliases, the proxy listener's address, TCP route listeners, the
-DNS responder and the integration settings. The rest (clusters, the API listener, state and
-audit files, proxy timeouts) is kept as it was, and the log names each key that needs a
-restart.
+DNS responder, the integration settings, the webhooks, and the pages' theme and template. The
+rest (clusters, the API listener, state and audit files, proxy timeouts) is kept as it was,
+and the log names each key that needs a restart.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 # Top-level keys a reload applies; every other changed key needs a restart.
 LIVE_KEYS = frozenset(
-    {"routes", "api", "guests", "dns", "integrations", "listen", "log_level", "notes"}
+    {"routes", "api", "guests", "dns", "integrations", "listen", "log_level", "notes", "webhooks"}
 )
 # Inside those, what still needs a restart.
 _API_RESTART = (
@@ -77,12 +77,20 @@ def plan(old: Config, new: Config) -> ReloadPlan:
             continue
         if key == "proxy":
             # The certificates follow the file while TLS stays on (the listener's context
-            # stays, the ones it switches to are swapped); anything else needs a restart.
+            # stays, the ones it switches to are swapped), the pages' theme and template are
+            # swapped; anything else needs a restart.
             live = before.tls is not None and after.tls is not None
+            swapped: dict[str, object] = {}
             if live and before.tls != after.tls:
                 changed.append("proxy.tls")
-                updates[key] = before.model_copy(update={"tls": after.tls})
-            if before.model_copy(update={"tls": after.tls if live else before.tls}) != after:
+                swapped["tls"] = after.tls
+            if before.pages != after.pages:
+                changed.append("proxy.pages")
+                swapped["pages"] = after.pages
+            if swapped:
+                updates[key] = before.model_copy(update=swapped)
+            kept = {"tls": after.tls if live else before.tls, "pages": after.pages}
+            if before.model_copy(update=kept) != after:
                 restart.append("proxy")
             continue
         if key not in LIVE_KEYS:

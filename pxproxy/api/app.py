@@ -11,6 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from ..config.models import Config, RouteConfig
+from ..events.hub import EventHub
 from ..inventory.store import Inventory
 from ..listeners.server_header import on_response_prepare
 from ..metrics import Metrics
@@ -61,8 +62,9 @@ def build_app(
         if route.method == "GET" and not route.stream:
             # Load balancers probe with HEAD: same answer, no body.
             app.router.add_route("HEAD", route.path, edge)
-    # Last: anything no route took gets a problem document (404, or 405 with Allow).
-    app.router.add_route("*", "/{tail:.*}", _edge(cell, UNMATCHED, _unmatched, True))
+    # Last: anything no route took gets a problem document (404, or 405 with Allow). [\s\S],
+    # not `.`: a path with an encoded newline (%0A) must not fall through to aiohttp's text.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", _edge(cell, UNMATCHED, _unmatched, True))
     return app
 
 
@@ -133,6 +135,8 @@ def make_context(
     config_status: Callable[[], ConfigStatus] | None = None,
     activity_of: Callable[[RouteConfig], dict[str, Any]] | None = None,
     proxy_workers: Callable[[], list[dict[str, Any]]] | None = None,
+    events: EventHub | None = None,
+    webhooks: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> ApiContext:
     return ApiContext(
         config=config,
@@ -152,5 +156,7 @@ def make_context(
         endpoints=endpoints or ProxyEndpoints,
         config_status=config_status or ConfigStatus,
         proxy_workers=proxy_workers,
+        events=events or EventHub(),
+        webhooks=webhooks or list,
         **({"activity_of": activity_of} if activity_of is not None else {}),
     )

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from ..config.models import Config, RouteConfig
+from ..events.hub import EventHub
 from ..inventory.model import Guest
 from ..inventory.store import Inventory
 from ..metrics import Metrics
@@ -85,6 +86,10 @@ class ApiContext:
     config_status: Callable[[], ConfigStatus] = ConfigStatus
     # The proxy worker processes (proxy.workers), as /health shows them; None: no workers.
     proxy_workers: Callable[[], list[dict[str, Any]]] | None = None
+    # Each webhook's delivery status, as GET /api/v1/webhooks shows it (none configured: []).
+    webhooks: Callable[[], list[dict[str, Any]]] = list
+    # The daemon's one event hub, read by GET /api/v1/events.
+    events: EventHub = field(default_factory=EventHub)
     # The activity source of a route and its last reading, as /api/v1/routes shows it.
     activity_of: Callable[[RouteConfig], dict[str, Any]] = lambda route: {
         "source": route.activity.source

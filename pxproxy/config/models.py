@@ -18,6 +18,7 @@ from pydantic import (
 )
 
 from ..streams.validation import validate_argv
+from ..webhooks.config import WebhookConfig, check_unique
 from .addresses import check_address
 from .addresses import split_address as split_address  # re-exported: models is where callers look
 from .allowlists import check_guest_entry, check_path_prefix
@@ -27,6 +28,7 @@ from .listen_marker import STREAM as STREAM_LISTENER
 from .listen_marker import TCP as TCP_LISTENER
 from .listener_tls import ProxyTlsConfig
 from .node_names import check_node_alias, check_node_key
+from .pages import PagesConfig, RoutePage
 from .urls import check_cluster_url
 
 _FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -313,6 +315,8 @@ class RouteConfig(Strict):
     idle: IdleConfig | None = None
     # How idle-watch learns of traffic another proxy carries (config/companion.py).
     activity: ActivityConfig = ActivityConfig()
+    # Title, logo and accent of the route's loading and error pages (config/pages.py).
+    page: RoutePage | None = None
 
     @model_validator(mode="after")
     def _kind(self) -> RouteConfig:
@@ -320,6 +324,8 @@ class RouteConfig(Strict):
             raise ValueError("a route has either host (HTTP) or listen (TCP or UDP)")
         if self.host is not None and "protocol" in self.model_fields_set:
             raise ValueError("protocol is for listen routes (TCP or UDP), not host routes")
+        if self.listen is not None and self.page is not None:
+            raise ValueError("page settings are for host routes: listen routes show no pages")
         if self.udp is not None and self.protocol != "udp":
             raise ValueError("udp settings are for routes with protocol: udp")
         if self.host is not None and not self.host:
@@ -375,6 +381,8 @@ class ProxyConfig(Strict):
     # Processes accepting on the proxy port (SO_REUSEPORT), the daemon one of them; the
     # others (proxy/worker.py) leave wakes to the daemon. A restart applies a change.
     workers: int = Field(default=1, ge=1, le=64)
+    # The loading and error pages' theme and template (config/pages.py).
+    pages: PagesConfig = PagesConfig()
 
 
 class AuditConfig(Strict):
@@ -410,6 +418,8 @@ class Config(Strict):
     dns: DnsConfig | None = None
     integrations: IntegrationsConfig = IntegrationsConfig()
     notes: NotesPolicy = NotesPolicy()
+    # Events out (pxproxy/webhooks/): wakes, idle stops, degraded clusters.
+    webhooks: Annotated[tuple[WebhookConfig, ...], AfterValidator(check_unique)] = ()
 
     # A field validator (not Field(min_length=1) or a model validator): its errors carry the
     # key path "proxmox", and it only runs when every entry is valid, so an invalid entry is

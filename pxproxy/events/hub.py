@@ -8,6 +8,7 @@ else anything. Nothing here knows HTTP.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,15 @@ class Event:
     # The guest it is about (cluster:vmid), for allowlist filtering; None: about no guest.
     guest: str | None = None
     at: float = field(default_factory=time.time)
+    _json: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    def json(self) -> str:
+        """`data` as compact JSON, encoded once however many readers send it."""
+        text = self._json
+        if text is None:
+            text = json.dumps(self.data, separators=(",", ":"))
+            object.__setattr__(self, "_json", text)
+        return text
 
 
 OVERFLOW = "overflow"
@@ -36,12 +46,15 @@ class Subscription:
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._max = max_queue
         self.dropped = False
+        self._ended = False  # the end marker is queued
+        self._finished = False  # the reader took it
 
     def _offer(self, event: Event) -> None:
-        if self.dropped:
+        if self._ended:
             return
         if self._queue.qsize() >= self._max:
             self.dropped = True
+            self._ended = True
             self._queue.put_nowait(Event(OVERFLOW, {"reason": "reader too slow"}))
             self._queue.put_nowait(None)
             self._hub._forget(self)
@@ -49,17 +62,27 @@ class Subscription:
         self._queue.put_nowait(event)
 
     def close(self) -> None:
+        """Ends the iterator (after what is queued); closing twice is harmless."""
         self._hub._forget(self)
-        self._queue.put_nowait(None)
+        if not self._ended:
+            self._ended = True
+            self._queue.put_nowait(None)
+
+    async def get(self) -> Event | None:
+        """The next event, or None once the subscription ended. Safe to cancel (a timeout
+        around it loses no event), unlike cancelling the iterator's __anext__."""
+        if self._finished:
+            return None
+        event = await self._queue.get()
+        if event is None:
+            self._finished = True
+        return event
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Event]:
-        while True:
-            event = await self._queue.get()
-            if event is None:
-                return
+        while (event := await self.get()) is not None:
             yield event
 
 
@@ -67,15 +90,21 @@ class EventHub:
     def __init__(self) -> None:
         self._subscribers: set[Subscription] = set()
         self.published = 0  # for tests and metrics
+        self.closed = False
 
     def publish(self, event: Event) -> None:
+        if self.closed:
+            return
         self.published += 1
         for sub in list(self._subscribers):
             sub._offer(event)
 
     def subscribe(self, *, max_queue: int = DEFAULT_QUEUE) -> Subscription:
         sub = Subscription(self, max_queue)
-        self._subscribers.add(sub)
+        if self.closed:
+            sub.close()  # pxproxy is stopping: the reader gets an ended stream at once
+        else:
+            self._subscribers.add(sub)
         return sub
 
     @property
@@ -83,7 +112,8 @@ class EventHub:
         return len(self._subscribers)
 
     def close(self) -> None:
-        """pxproxy stops: every subscriber's iterator ends."""
+        """pxproxy stops: every subscriber's iterator ends, and later ones end at once."""
+        self.closed = True
         for sub in list(self._subscribers):
             sub.close()
 

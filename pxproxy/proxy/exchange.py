@@ -567,6 +567,8 @@ class Exchange:
             # only this worker can count it.
             self._proxy.metrics.request(self._match.name, reply.status, None)
         self._end(reply.status, upstream=False)
+        if not self._health:  # monitoring reads the problem document, whatever it accepts
+            reply = self._proxy.for_client(self._request, reply, self._match.route)
         self._conn.reply(reply)
 
     def _end(self, status: int, *, upstream: bool = True) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, NamedTuple, Protocol
 
 from ..config.models import ProxyConfig, RouteConfig
+from ..pages.document import Pages
 from ..routing.route_set import upstream_prefix
 from ..shutdown import Stopping
 from ..wake.contract import ALWAYS_READY, Gate, WakeError, WakeState
@@ -92,6 +93,9 @@ class HttpProxy:
         self.metrics: ProxyMetrics = metrics or NoMetrics()
         self.trusted = TrustedProxies(config.trusted_proxies)
         self._health = waiting.HealthChecks(config.health_checks)
+        # The loading and error pages' theme and template; a reload swaps them (set_pages).
+        self.pages: Pages = config.pages.pages()
+        self.heartbeat_s = waiting.HEARTBEAT_INTERVAL_S
         self.pool = UpstreamPool(
             connect_timeout=config.connect_timeout, read_timeout=config.read_timeout
         )
@@ -186,7 +190,7 @@ class HttpProxy:
             reply = problem(
                 404, "Not Found", f"no route for host {request.host!r}", host=request.host
             )
-            self._answer(conn, UNMATCHED, reply)
+            self._answer(conn, UNMATCHED, reply, request, None)
             return
         gate = self._gates(match.route)
         path = request.path.split("?", 1)[0]
@@ -203,13 +207,15 @@ class HttpProxy:
         if path.startswith(waiting.INTERNAL_PREFIX):
             # Nothing under /.pxproxy/ reaches a guest.
             if path == EVENTS_PATH and request.method == "GET":
-                events = waiting.WakeEvents(conn, gate, self.stopping, self.spawn)
+                events = waiting.WakeEvents(
+                    conn, gate, self.stopping, self.spawn, heartbeat_s=self.heartbeat_s
+                )
                 conn.handler = events
                 self.metrics.request(match.name, 200, None)
                 events.start()
                 return
             reply = problem(404, "Not Found", f"no pxproxy endpoint {path}")
-            self._answer(conn, match.name, reply)
+            self._answer(conn, match.name, reply, request, match.route)
             return
         health = self._health.matches(
             user_agent=waiting.header(request, "user-agent"), path=path, peer=request.peer
@@ -217,20 +223,44 @@ class HttpProxy:
         if gate.state is not WakeState.READY and not health:
             if self.stopping.is_set():
                 reply = waiting.stopping_problem(guest=match.route.guest, host=request.host)
-                self._answer(conn, match.name, reply)
+                self._answer(conn, match.name, reply, request, match.route)
                 return
             if waiting.wants_html(request):
                 self._start_wake(match, gate)
-                page = waiting.loading(name=match.route.guest, host=request.host, gate=gate)
-                self._answer(conn, match.name, page)
+                page = waiting.loading(
+                    pages=self.pages,
+                    route=match.route,
+                    host=request.host,
+                    gate=gate,
+                    heartbeat_s=self.heartbeat_s,
+                )
+                self._answer(conn, match.name, page, request, match.route)
                 return
         exchange = Exchange(self, conn, request, match, gate, health=health)
         conn.handler = exchange
         exchange.start()
 
-    def _answer(self, conn: ClientConnection, route: str, reply: Reply) -> None:
-        self.metrics.request(route, reply.status, None)
-        conn.reply(reply)  # whole, at once: the request is over (conn.handler stays None)
+    def _answer(
+        self,
+        conn: ClientConnection,
+        name: str,
+        reply: Reply,
+        request: ClientRequest,
+        route: RouteConfig | None,
+    ) -> None:
+        self.metrics.request(name, reply.status, None)
+        # Whole, at once: the request is over (conn.handler stays None).
+        conn.reply(self.for_client(request, reply, route))
+
+    def for_client(self, request: ClientRequest, reply: Reply, route: RouteConfig | None) -> Reply:
+        """The one place a problem becomes an HTML page for a browser (waiting.for_client)."""
+        if reply.problem is None:
+            return reply
+        return waiting.for_client(request, reply, pages=self.pages, route=route)
+
+    def set_pages(self, pages: Pages) -> None:
+        """A reload's theme and template: the next page served uses them."""
+        self.pages = pages
 
     def upstream_for(self, route: RouteConfig) -> Upstream:
         return self.upstreams.get(route)

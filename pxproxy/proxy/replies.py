@@ -29,6 +29,9 @@ class Reply:
     body: bytes
     # The connection ends after this answer (413 with an unread body, refusals, stopping).
     close: bool = False
+    # The problem this answer carries, if it is one: a browser gets it as an HTML page
+    # instead (waiting.for_client).
+    problem: Problem | None = None
 
     def encode(self, *, keep_alive: bool, head_only: bool = False) -> bytes:
         """The whole response; `keep_alive` False adds `Connection: close`."""
@@ -67,6 +70,7 @@ def problem_reply(error: Problem, *, close: bool = False) -> Reply:
         (("Content-Type", CONTENT_TYPE), *error.headers.items()),
         error.json().encode(),
         close,
+        error,
     )
 
 

@@ -15,11 +15,12 @@ import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..config.models import HealthCheckRules
+from ..config.models import HealthCheckRules, RouteConfig
 from ..error_table import problem_for
+from ..pages.document import PageLook, Pages, stage_of
 from ..shutdown import DaemonStopping, Stopping
 from ..wake.contract import Gate, WakeError, WakeProgress, WakeState
-from . import loading_page
+from .loading_page import EVENTS_PATH
 from .replies import Reply, html_reply, problem, problem_reply, text_reply
 from .request import ClientRequest
 from .server import ClientConnection
@@ -27,6 +28,9 @@ from .server import ClientConnection
 INTERNAL_PREFIX = "/.pxproxy/"
 # How soon a browser that ignores the page's script should try again.
 LOADING_RETRY_AFTER_S = 5
+# A wake silent this long gets a `heartbeat` event: proxies in front and browsers time out
+# idle streams, and the page shows it is still alive.
+HEARTBEAT_INTERVAL_S = 15.0
 _MAX_SOURCE_CACHE = 4096
 
 
@@ -77,6 +81,11 @@ def wants_html(request: ClientRequest) -> bool:
     return request.method == "GET" and "text/html" in (header(request, "accept") or "")
 
 
+def prefers_html(request: ClientRequest) -> bool:
+    """A browser (navigating or posting a form): its errors are shown as pages."""
+    return request.method != "HEAD" and "text/html" in (header(request, "accept") or "")
+
+
 def wake_failed(exc: WakeError, *, guest: str, host: str) -> Reply:
     return problem_reply(problem_for(exc, guest=guest, host=host))
 
@@ -92,21 +101,60 @@ def asleep_for_health_check(exc: WakeError, *, guest: str, host: str) -> Reply:
     )
 
 
-def loading(*, name: str, host: str, gate: Gate) -> Reply:
+def look_of(route: RouteConfig | None, host: str) -> PageLook:
+    """The route's page settings (`page:`), or the defaults; a 404 has no route."""
+    if route is None:
+        return PageLook(name=host, guest="")
+    if route.page is None:
+        return PageLook(name=route.guest, guest=route.guest)
+    return route.page.look(route.guest)
+
+
+def wake_elapsed_s(gate: Gate) -> float | None:
+    """How long the gate's wake has been running, where the gate tells (a Waker does)."""
+    elapsed = getattr(gate, "wake_elapsed_s", None)
+    return float(elapsed) if isinstance(elapsed, int | float) else None
+
+
+def loading(
+    *, pages: Pages, route: RouteConfig, host: str, gate: Gate, heartbeat_s: float
+) -> Reply:
     """The page, at once: status 503 so nothing caches or indexes it as the site."""
-    state = gate.state
-    failed = state is WakeState.FAILED
-    text = loading_page.render(
-        name=name,
+    text = pages.loading(
+        look_of(route, host),
         host=host,
-        state=state.value,
-        step="the guest could not be started" if failed else "starting",
+        state=gate.state.value,
+        step="starting",
         error=None,
+        elapsed_s=wake_elapsed_s(gate),
+        events_url=EVENTS_PATH,
+        heartbeat_s=heartbeat_s,
     )
     return html_reply(
         503,
         text,
         headers=(("Retry-After", str(LOADING_RETRY_AFTER_S)), ("Cache-Control", "no-store")),
+    )
+
+
+def for_client(
+    request: ClientRequest, reply: Reply, *, pages: Pages, route: RouteConfig | None
+) -> Reply:
+    """A problem as a browser should see it: an HTML page in the theme (same status and
+    headers); everyone else keeps the problem document. Only error answers come here."""
+    error = reply.problem
+    if error is None or not prefers_html(request):
+        return reply
+    page = pages.error(
+        look_of(route, request.host),
+        host=request.host,
+        status=error.status,
+        title=error.title,
+        detail=error.detail,
+    )
+    headers = [h for h in reply.headers if h[0].lower() not in ("content-type", "cache-control")]
+    return html_reply(
+        reply.status, page, headers=(*headers, ("Cache-Control", "no-store")), close=reply.close
     )
 
 
@@ -146,17 +194,30 @@ def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def _event(progress: WakeProgress) -> bytes:
+def _event(progress: WakeProgress, elapsed_s: float | None) -> bytes:
+    state = progress.state.value
     data = json.dumps(
-        {"state": progress.state.value, "step": progress.step, "error": progress.error}
+        {
+            "state": state,
+            "step": progress.step,
+            "error": progress.error,
+            "stage": stage_of(state, progress.step),
+            "elapsed": None if elapsed_s is None else round(elapsed_s, 1),
+        }
     )
     return f"data: {data}\n\n".encode()
+
+
+def _heartbeat(elapsed_s: float | None) -> bytes:
+    data = json.dumps({"elapsed": None if elapsed_s is None else round(elapsed_s, 1)})
+    return f"event: heartbeat\ndata: {data}\n\n".encode()
 
 
 class WakeEvents:
     """Server-Sent Events of the wake's progress, ending when the guest is ready or failed,
     or when pxproxy stops (the page reconnects to the next instance). Watching never wakes
-    anything: the wake was started when the page was served."""
+    anything: the wake was started when the page was served. A wake silent for
+    `heartbeat_s` gets a `heartbeat` event (counted in `heartbeats`)."""
 
     def __init__(
         self,
@@ -164,8 +225,11 @@ class WakeEvents:
         gate: Gate,
         stopping: Stopping,
         spawn: Callable[[Coroutine[Any, Any, None], str], asyncio.Task[None]],
+        heartbeat_s: float = HEARTBEAT_INTERVAL_S,
     ) -> None:
         self._spawn = spawn
+        self._heartbeat_s = heartbeat_s
+        self.heartbeats = 0
         self._conn = conn
         self._gate = gate
         self._stopping = stopping
@@ -189,13 +253,32 @@ class WakeEvents:
         self._conn.finish(keep_alive=self._keep)
 
     async def _follow(self) -> None:
-        async for progress in self._gate.progress():
-            if self._conn.writing_paused:
-                self._writable.clear()
-                await self._writable.wait()
-            self._conn.write(_chunk(_event(progress)))
-            if progress.state in (WakeState.READY, WakeState.FAILED):
-                return
+        updates = aiter(self._gate.progress())
+        # One pending read of the progress at a time, so that waiting for it can time out
+        # for a heartbeat without ending the progress iterator.
+        pending: asyncio.Future[WakeProgress] = asyncio.ensure_future(anext(updates))
+        try:
+            while True:
+                done, _ = await asyncio.wait((pending,), timeout=self._heartbeat_s)
+                if not done:
+                    if not self._conn.writing_paused:  # a reader that far behind needs none
+                        self.heartbeats += 1
+                        self._conn.write(_chunk(_heartbeat(wake_elapsed_s(self._gate))))
+                    continue
+                progress = pending.result()
+                if self._conn.writing_paused:
+                    self._writable.clear()
+                    await self._writable.wait()
+                self._conn.write(_chunk(_event(progress, wake_elapsed_s(self._gate))))
+                if progress.state in (WakeState.READY, WakeState.FAILED):
+                    return
+                pending = asyncio.ensure_future(anext(updates))
+        except StopAsyncIteration:
+            return
+        finally:
+            pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                await pending
 
     def client_body(self, data: bytes) -> None:
         return None

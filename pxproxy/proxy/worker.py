@@ -233,6 +233,8 @@ class Worker:
                 keepalive_s=min(KEEPALIVE_S, config.proxy.keepalive_timeout / 2),
             )
             self._ticker = self.proxy.spawn(self._tick(), "pxproxy-worker-report")
+        elif self.proxy is not None:
+            self.proxy.set_pages(config.proxy.pages.pages())  # a reload's theme or template
         await self._load_certificates(config)
         if config.listen != self._listen:
             listener = await self._open(config.listen)

@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 from ..config.models import BeforeStop
 from ..inventory.model import Guest
 from ..pve.errors import PveError
+from .news import WakeNews
 from .stats import WakeStats
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,10 @@ class BeforeStopRun:
         clock: Callable[[], float] = time.monotonic,
         stats: WakeStats,
         fields: dict[str, object],
+        news: WakeNews | None = None,
     ) -> None:
         self.ref = ref
+        self._news = news or WakeNews()
         self.settings = settings
         self.activity_mark = activity_mark
         self._clock = clock
@@ -123,6 +126,7 @@ class BeforeStopRun:
         grace = self.settings.grace
         if isinstance(outcome, str):
             self._stats.before_stop_failed(self.ref)
+            self._news.idle_event(self.ref, "before_stop", f"failed: {outcome}")
             log.warning(
                 "idle-watch: before_stop of %s failed: %s; stopping in %gs all the same",
                 self.ref,
@@ -133,6 +137,9 @@ class BeforeStopRun:
             return
         status, output = outcome.exit_status, brief(outcome.output)
         fields = {**self._fields, "argv": argv, "exit_status": status, "duration_s": seconds}
+        self._news.idle_event(
+            self.ref, "before_stop", f"exit {status}: {output}" if output else f"exit {status}"
+        )
         if status != 0:
             self._stats.before_stop_failed(self.ref)
             log.warning(

@@ -16,6 +16,7 @@ from ..shutdown import cancel_and_wait
 from ..state.store import SavedState, guest_key
 from .before_stop import GuestCommands
 from .contract import ALWAYS_READY, Gate, WakeState
+from .news import WakeNews
 from .power import PowerControl
 from .readiness import Probe, probe_for
 from .restore import GuestStatusApi, restore_wakers, routes_of, wake_records
@@ -63,6 +64,8 @@ class WakeManager:
         commands: GuestCommands | None = None,
     ) -> None:
         self.stats = WakeStats()
+        # Every waker's state changes and idle outcomes, for whoever listens (the event hub).
+        self.news = WakeNews()
         self._commands = commands  # runs idle.before_stop (None: it fails, the stop goes on)
         self._routes: tuple[RouteConfig, ...] = ()
         self._inventory = inventory
@@ -149,6 +152,7 @@ class WakeManager:
             sync_grace_s=self._sync_grace_s,
             bind=self._bound,
             commands=self._commands,
+            news=self.news,
         )
         if route is not None:
             waker.scheme, waker.protocol = route.scheme, route.protocol

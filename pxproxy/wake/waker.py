@@ -21,6 +21,7 @@ from ..pve.errors import PveError
 from ..state.store import Circuit, SavedState, Sleep, guest_key
 from .before_stop import BeforeStopProgress, BeforeStopRun, GuestCommands
 from .contract import WakeError, WakeProgress, WakeState, WakeTimeout
+from .news import WakeNews
 from .power import PowerControl, PowerError, PowerOutcomeUnknown, guest_label, power_error
 from .readiness import Probe
 from .stats import WakeObserver, WakeStats
@@ -125,8 +126,11 @@ class Waker:
         wall: Callable[[], float] = time.time,
         bind: Callable[[Waker], Waker] | None = None,
         commands: GuestCommands | None = None,
+        news: WakeNews | None = None,
     ) -> None:
         self.ref = ref
+        # Told of every state change and idle outcome (the event stream listens).
+        self._news = news or WakeNews()
         # The manager's binding: the waker that owns the guest this ref names now (self, or
         # another waker whose ref names the same guest). None: this waker is alone.
         self._bind = bind
@@ -181,6 +185,7 @@ class Waker:
         self.scheme = "http"  # of the route whose settings this waker has (for its probe)
         self.protocol = "tcp"  # likewise: a UDP route's guest is probed with datagrams
         self._power_sent = False  # the running wake has sent its start or resume
+        self._wake_began: float | None = None  # for the loading page's elapsed time
         self._late_task: asyncio.Task[None] | None = None
         # A power action of the API (what the inventory should show, until when): the change
         # is pxproxy's own, not one made outside.
@@ -207,6 +212,15 @@ class Waker:
     def error(self) -> str | None:
         """The last failure's message while the state is failed."""
         return self._progress.error
+
+    @property
+    def wake_elapsed_s(self) -> float | None:
+        """Seconds since the running wake began; None when no wake is running."""
+        if self._merged is not None:
+            return self._merged.wake_elapsed_s
+        if self.state is not WakeState.WAKING or self._wake_began is None:
+            return None
+        return max(0.0, self._clock() - self._wake_began)
 
     @property
     def awake(self) -> bool:
@@ -565,6 +579,7 @@ class Waker:
         self._progress = progress
         for queue in self._subscribers:
             queue.put_nowait(self._progress)
+        self._news.wake_changed(self.ref, self.routes, progress)
 
     def _not_ready_error(self) -> WakeError:
         if self.state is WakeState.FAILED and self._progress.error:
@@ -592,6 +607,7 @@ class Waker:
             self._by_api = False
             self._stats.wake_started(self.ref)
             log.info("idle-watch: waking %s", self.ref, extra=self._fields())
+            self._wake_began = self._clock()
         self._set(WakeState.WAKING, step)
         self._wake_task = asyncio.create_task(self._wake(settling), name=f"wake:{self.ref}")
         return self._wake_task
@@ -898,6 +914,7 @@ class Waker:
             clock=self._clock,
             stats=self._stats,
             fields=self._fields(),
+            news=self._news,
         )
         self._before = run
         self._command_tasks.add(run.task)
@@ -908,6 +925,7 @@ class Waker:
         if before is None:
             return
         self._stats.before_stop_abandoned(self.ref)
+        self._news.idle_event(self.ref, "before_stop_abandoned", why)
         log.info(
             "idle-watch: %s is in use again during its before_stop (%s): not stopped",
             self.ref,
@@ -937,6 +955,7 @@ class Waker:
                 extra=self._fields(method=method, error=message),
             )
             self._stats.idle_stop_failed(self.ref)
+            self._news.idle_event(self.ref, "idle_stop_failed", f"{method}: {message}")
             self._last_activity = self._clock()  # try again after another idle period
             if not self._wake_pending():
                 self._set(WakeState.READY, "ready")
@@ -953,6 +972,7 @@ class Waker:
         self._slept_at = self._wall()
         self._expect("running" if slept == "paused" else "stopped")
         self._stats.idle_stopped(self.ref)
+        self._news.idle_event(self.ref, "idle_stop", f"{method}, now {slept}")
         if self._observer is not None:
             self._observer.idle_stopped(self.ref)
         if not self._wake_pending():

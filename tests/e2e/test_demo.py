@@ -69,6 +69,11 @@ async def test_demo_prints_instructions_that_work() -> None:
     try:
         text = await read_until(proc.stdout, "Ctrl-C stops")
         assert "demo-token-0123456789" in text
+        # The dashboard's address, served by the daemon itself.
+        dashboard = re.search(r"^  dashboard: (http://127\.0\.0\.1:\d+/ui/) ", text, re.M)
+        assert dashboard is not None
+        status, body = await get(dashboard.group(1))
+        assert (status, "<title>pxproxy dashboard</title>" in body) == (200, True)
         # The daemon's own log is in the terminal too, each line marked: its start-up summary.
         daemon_line = r"^\[pxproxy\] \S+ \S+ INFO pxproxy\.[\w.]+: "
         assert re.search(daemon_line + r"pxproxy \S+ starting; ", text, re.M)

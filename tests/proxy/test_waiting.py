@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
@@ -114,7 +115,7 @@ async def test_browser_gets_loading_page_at_once_then_follows_wake_to_ready(
     assert EVENTS_PATH in page
     assert "location.reload()" in page
     assert "<link" not in page  # no external assets
-    assert "src=" not in page
+    assert set(re.findall(r'src="([^"]*)"', page)) == {""}  # the logo's, none set
     # The wake runs in the background: exactly one, for any number of page loads.
     await wait_for(lambda: gate.ready_calls == [True], 5, "the background wake")
     async with client.get(px.url + "/", headers=HTML) as resp:
@@ -124,7 +125,13 @@ async def test_browser_gets_loading_page_at_once_then_follows_wake_to_ready(
     async with client.get(px.url + EVENTS_PATH, headers=HTML) as resp:
         assert resp.headers["Content-Type"] == "text/event-stream"
         stream = events(resp)
-        assert await anext(stream) == {"state": "waking", "step": "starting", "error": None}
+        assert await anext(stream) == {
+            "state": "waking",
+            "step": "starting",
+            "error": None,
+            "stage": "starting",
+            "elapsed": None,
+        }
         gate.set(WakeState.WAKING, "waiting for the port")
         assert (await anext(stream))["step"] == "waiting for the port"
         gate.set(WakeState.READY, "ready")
@@ -154,7 +161,8 @@ async def test_failed_wake_shows_the_proxmox_error(
     # A later page load renders the failed state and still subscribes for the error text.
     async with client.get(px.url + "/", headers=HTML) as resp:
         page = await resp.text()
-    assert '"failed" === "failed"' in page
+    assert '"state": "failed"' in page
+    assert "Could not start wiki" in page
 
 
 async def test_api_client_is_held_then_forwarded(
@@ -228,7 +236,7 @@ async def test_pxproxy_paths_are_never_forwarded(
         assert "no pxproxy endpoint /.pxproxy/anything" in await resp.text()
     async with client.get(px.url + EVENTS_PATH, headers=API) as resp:
         assert [e async for e in events(resp)] == [
-            {"state": "ready", "step": "ready", "error": None}
+            {"state": "ready", "step": "ready", "error": None, "stage": "ready", "elapsed": None}
         ]
     assert gate.activities == 0
 

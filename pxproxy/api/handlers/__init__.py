@@ -8,6 +8,8 @@ from typing import NamedTuple
 from aiohttp import web
 
 from ._common import CONTEXT
+from .audit_trail import audit_trail
+from .events import events
 from .guest_streams import (
     exec_in_guest,
     exec_on_node,
@@ -19,13 +21,17 @@ from .guests import get_guest, list_guests
 from .health import health
 from .integrations import ansible_inventory_json, prometheus_targets, traefik_config
 from .lookup import lookup
+from .me import who_am_i
 from .metrics import metrics
 from .node_journal import node_journal
 from .nodes import list_nodes
+from .openapi import openapi_document
 from .power import guest_power
 from .routes import list_routes
 from .stats import guest_stats, node_stats
+from .ui import dashboard_redirect, ui_file, ui_index
 from .wake import wake_guest
+from .webhooks import list_webhooks
 
 __all__ = ["CONTEXT", "ROUTES", "Route"]
 
@@ -52,6 +58,16 @@ ROUTES = (
     Route("GET", "/api/v1/lookup", lookup),
     Route("GET", "/api/v1/nodes", list_nodes),
     Route("GET", "/api/v1/routes", list_routes),
+    Route("GET", "/api/v1/webhooks", list_webhooks),
+    Route("GET", "/api/v1/openapi.json", openapi_document, open=True),
+    Route("GET", "/api/v1/events", events, stream=True),
+    Route("GET", "/api/v1/me", who_am_i),
+    Route("GET", "/api/v1/audit", audit_trail),
+    # The dashboard's files hold no data: open; every call the page makes needs the token.
+    Route("GET", "/ui/", ui_index, open=True),
+    Route("GET", "/ui/{file}", ui_file, open=True),
+    Route("GET", "/ui", dashboard_redirect, open=True),
+    Route("GET", "/dashboard", dashboard_redirect, open=True),
     Route("POST", r"/exec/{node}/{vmid:\d+}", exec_in_guest, stream=True),
     Route("POST", "/exec/{node}", exec_on_node, stream=True),
     Route("GET", r"/journal/{node}/{vmid:\d+}", journal_in_guest, stream=True),

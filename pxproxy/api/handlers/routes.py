@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aiohttp import web
 
 from ...config.models import BeforeStop, IdleConfig
+from ...routing.route_set import route_name
 from ...wake.contract import Gate, WakeState
 from ...wake.waker import Waker
 from ._common import context, json_response, require
@@ -43,6 +45,33 @@ def _stopping(gate: Gate | None) -> dict[str, object] | None:
     return progress.to_json() if progress is not None else None
 
 
+def _idle_clock(gate: Gate | None, now: float) -> dict[str, object]:
+    """When the route's guest was last used, and the seconds until idle-watch stops it (None:
+    not counting down: asleep, waking, held by an open connection or an awake dependent,
+    or in its before_stop, which `stopping` shows); the error of a failed wake."""
+    if not isinstance(gate, Waker):
+        return {
+            "last_activity_at": None,
+            "idle_stop_in_s": None,
+            "busy": False,
+            "wake_error": None,
+        }
+    last = gate.last_activity_at()
+    busy = gate.held or any(d.awake for d in gate.dependents)
+    stop_in: float | None = None
+    counting = gate.state is WakeState.READY and not busy and gate.before_stop is None
+    if gate.idle is not None and counting:
+        stop_in = round(max(0.0, gate.idle.timeout - (now - last)), 1)
+    # The last failure's message while the state is failed.
+    error = gate.error if gate.state is WakeState.FAILED else None
+    return {
+        "last_activity_at": round(last, 3),
+        "idle_stop_in_s": stop_in,
+        "busy": busy,
+        "wake_error": error,
+    }
+
+
 async def list_routes(request: web.Request) -> web.Response:
     """Each route (the config's, then those guests' notes declare) with its idle settings,
     its activity source and the wake state of its guest; then what guests' notes got wrong,
@@ -50,6 +79,7 @@ async def list_routes(request: web.Request) -> web.Response:
     require(request, "read")
     ctx = context(request)
     routes = ctx.routes.current
+    now = time.time()
     out = []
     for entry in routes.routes:
         route = entry.config
@@ -60,6 +90,7 @@ async def list_routes(request: web.Request) -> web.Response:
         )
         gate = ctx.wake.gate_for(route) if ctx.wake is not None else None
         item.update(
+            name=route_name(route),
             guest=route.guest,
             port=route.port,
             scheme=route.scheme,
@@ -69,6 +100,7 @@ async def list_routes(request: web.Request) -> web.Response:
             state=str(gate.state if gate is not None else WakeState.READY),
             # While ready: the before_stop under way (its command, or the grace left).
             stopping=_stopping(gate),
+            **_idle_clock(gate, now),
             origin=entry.origin,
         )
         if entry.owner is not None:
