@@ -293,6 +293,15 @@ class ExecLine(Exact):
 # ----------------------------------------------------------------------- who, audit trail
 
 
+class ApiIndex(Exact):
+    """GET /api/v1/: where to start."""
+
+    openapi: str
+    dashboard: str
+    health: str
+    events: str
+
+
 class Me(Exact):
     """The token asking: its name, scopes and guest allowlist as configured."""
 

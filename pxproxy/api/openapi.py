@@ -263,6 +263,16 @@ OPERATIONS: dict[tuple[str, str], Operation] = {
     ("GET", "/dashboard"): Operation(
         "Redirects to /ui/", scope=None, ok_status=308, ok={}, tag="ui"
     ),
+    ("GET", "/"): Operation("Redirects to /ui/", scope=None, ok_status=308, ok={}, tag="ui"),
+    ("GET", "/api/v1/"): Operation(
+        "Where to start (open): the OpenAPI document, the dashboard, /health and the events",
+        scope=None,
+        ok={"application/json": m.ApiIndex},
+        tag="service",
+    ),
+    ("GET", "/api/v1"): Operation(
+        "The same as /api/v1/", scope=None, ok={"application/json": m.ApiIndex}, tag="service"
+    ),
     ("POST", "/exec/{node}/{vmid}"): Operation(
         "Run an argv inside a guest, streaming its output",
         "LXC through the node's shell (`pct exec`), QEMU through the guest agent. Text ends "

@@ -93,7 +93,7 @@ async def test_the_data_behind_the_page_needs_the_token(api: Client) -> None:
         assert resp.status == 200
 
 
-@pytest.mark.parametrize("path", ["/ui", "/dashboard"])
+@pytest.mark.parametrize("path", ["/ui", "/dashboard", "/"])
 async def test_redirects_to_the_dashboard(api: Client, path: str) -> None:
     async with api.get(path, allow_redirects=False) as resp:
         assert resp.status == 308
@@ -101,6 +101,19 @@ async def test_redirects_to_the_dashboard(api: Client, path: str) -> None:
     async with api.get(path) as resp:
         assert resp.status == 200
         assert str(resp.url).endswith("/ui/")
+
+
+@pytest.mark.parametrize("path", ["/api/v1/", "/api/v1"])
+async def test_the_api_root_says_where_to_start(api: Client, path: str) -> None:
+    from pxproxy.api.models import ApiIndex
+
+    async with api.get(path) as resp:  # no token: it is open, like the document it names
+        assert resp.status == 200
+        index = ApiIndex.model_validate(await resp.json())
+    assert index.openapi == "/api/v1/openapi.json"
+    assert index.dashboard == "/ui/"
+    async with api.get(index.openapi) as resp:
+        assert resp.status == 200
 
 
 async def raw_get(api: Client, path: str) -> tuple[int, bytes]:

@@ -8,6 +8,7 @@ from typing import NamedTuple
 from aiohttp import web
 
 from ._common import CONTEXT
+from .api_index import api_index
 from .audit_trail import audit_trail
 from .events import events
 from .guest_streams import (
@@ -68,6 +69,9 @@ ROUTES = (
     Route("GET", "/ui/{file}", ui_file, open=True),
     Route("GET", "/ui", dashboard_redirect, open=True),
     Route("GET", "/dashboard", dashboard_redirect, open=True),
+    Route("GET", "/", dashboard_redirect, open=True),
+    Route("GET", "/api/v1/", api_index, open=True),
+    Route("GET", "/api/v1", api_index, open=True),
     Route("POST", r"/exec/{node}/{vmid:\d+}", exec_in_guest, stream=True),
     Route("POST", "/exec/{node}", exec_on_node, stream=True),
     Route("GET", r"/journal/{node}/{vmid:\d+}", journal_in_guest, stream=True),
