@@ -122,9 +122,21 @@ class LabServer:
         """The guest's states over time: stopped, starting, running, ..."""
         return self.cluster.history(vmid)
 
+    async def stop_listening(self) -> None:
+        """Close the API's listener and its connections (Proxmox unreachable); the guests and
+        their servers stay as they are. `start_listening` opens it again on the same port."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
     async def start(self) -> None:
         await self.cluster.open()
         self.journals.start()
+        await self.start_listening()
+
+    async def start_listening(self) -> None:
+        if self._runner is not None:
+            return
         self._runner = web.AppRunner(self.api.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(

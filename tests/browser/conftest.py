@@ -290,7 +290,8 @@ GuestSpec = dict[str, Any]
 def stack_factory(
     browser: WebDriver, lab_certificate: LabCertificate
 ) -> Iterator[Callable[..., Stack]]:
-    """start(guests, proxy=..., poll="500ms", route_extra={name: {...}}, held=(vmid,)) -> Stack.
+    """start(guests, proxy=..., poll="500ms", route_extra={name: {...}}, held=(vmid,),
+    extra={top-level config keys}) -> Stack.
     Each guest spec is LabCluster.add_guest's keywords (vmid, type, name, status, ...) plus
     `route: False` to give it no route. Stopped guests' routes are idle-watched, so a request
     wakes them (as in the demo). `held` guests' ports stay shut until `stack.ports.release`."""
@@ -303,6 +304,7 @@ def stack_factory(
         poll: str = "500ms",
         route_extra: dict[str, dict[str, Any]] | None = None,
         held: tuple[int, ...] = (),
+        extra: dict[str, Any] | None = None,
     ) -> Stack:
         loop = LoopThread()
         cluster = LabCluster(cluster_name="lab")
@@ -347,6 +349,7 @@ def stack_factory(
         }
         if proxy:
             data["proxy"] = proxy
+        data.update(extra or {})  # more top-level config keys (webhooks, ...)
         config = Config.model_validate(data)
         daemon = Daemon(config)
         started[-1] = (loop, lab, daemon)

@@ -98,6 +98,8 @@ if (typeof document !== "undefined") {
   const BACKOFF_MIN_MS = 1000;
   const BACKOFF_MAX_MS = 30000;
   const ROUTES_REFETCH_MS = 400;
+  const WEBHOOKS_REFETCH_MS = 1000; // at most one GET /api/v1/webhooks a second, however many tries
+  const RECENT_FAILURES_SHOWN = 5;
   const SVG = "http://www.w3.org/2000/svg";
   const $ = (sel) => document.querySelector(sel);
 
@@ -119,6 +121,9 @@ if (typeof document !== "undefined") {
     journal: null, // AbortController of the journal follow
     taskSeq: 0,
     routesTimer: 0,
+    webhooks: [],
+    webhooksAt: 0, // client ms of the last GET /api/v1/webhooks
+    webhooksTimer: 0,
   };
 
   const can = (scope) => !!state.me && state.me.scopes.includes(scope);
@@ -252,6 +257,9 @@ if (typeof document !== "undefined") {
     $("#guests tbody").replaceChildren();
     $("#routes tbody").replaceChildren();
     $("#audit tbody").replaceChildren();
+    $("#webhooks tbody").replaceChildren();
+    $("#webhooks-pane").hidden = true;
+    state.webhooks = [];
     $("#journal").replaceChildren();
     $("#exec-output").replaceChildren();
     $("#tasks").replaceChildren();
@@ -265,7 +273,7 @@ if (typeof document !== "undefined") {
 
   async function refetchAll() {
     try {
-      await Promise.all([fetchHealth(), fetchNodes(), fetchGuests(), fetchRoutes(), fetchAudit()]);
+      await Promise.all([fetchHealth(), fetchNodes(), fetchGuests(), fetchRoutes(), fetchAudit(), fetchWebhooks()]);
     } catch (err) {
       if (!(err instanceof Unauthorized)) say(`Could not load: ${err.message}`);
     }
@@ -308,6 +316,25 @@ if (typeof document !== "undefined") {
   function refetchRoutesSoon() {
     clearTimeout(state.routesTimer);
     state.routesTimer = setTimeout(() => fetchRoutes().catch(() => {}), ROUTES_REFETCH_MS);
+  }
+
+  async function fetchWebhooks() {
+    state.webhooksAt = Date.now();
+    state.webhooks = await getJson("../api/v1/webhooks");
+    renderWebhooks();
+  }
+
+  /** Refetch on a `webhook` event: at once if the last fetch is a second old, else once when it
+   * is (a retry storm costs one request a second, and the last try is always shown). */
+  function refetchWebhooksThrottled() {
+    if (state.webhooksTimer) return;
+    const wait = Math.max(0, state.webhooksAt + WEBHOOKS_REFETCH_MS - Date.now());
+    state.webhooksTimer = setTimeout(() => {
+      state.webhooksTimer = 0;
+      fetchWebhooks().catch((err) => {
+        if (!(err instanceof Unauthorized)) say(`Could not load the webhooks: ${err.message}`);
+      });
+    }, wait);
   }
 
   /* ---------------------------------------------------------------- clusters and nodes */
@@ -632,6 +659,51 @@ if (typeof document !== "undefined") {
     if (d.state === "ready" || d.state === "asleep" || d.state === "failed") refetchRoutesSoon();
   }
 
+  /* ---------------------------------------------------------------- webhooks */
+
+  /** "<age> ago" of a server time, kept current by tick(). */
+  function ago(at) {
+    return el("span", { class: "ago", "data-at": at === null || at === undefined ? "" : String(at) });
+  }
+
+  function renderWebhooks() {
+    const pane = $("#webhooks-pane");
+    pane.hidden = state.webhooks.length === 0; // nothing configured: nothing to show
+    pane.dataset.count = String(state.webhooks.length);
+    $("#webhooks tbody").replaceChildren(
+      ...state.webhooks.map((w) => {
+        const failing = w.last_error_at !== null && (w.last_success_at === null || w.last_error_at > w.last_success_at);
+        const lastError = el("td", { class: "last-error", "data-label": "Last error" });
+        if (w.last_error) lastError.append(el("span", { class: "error", text: w.last_error }), " ", ago(w.last_error_at));
+        else lastError.textContent = "–";
+        const recent = el("ul", { class: "recent-failures" });
+        for (const f of w.recent_failures.slice(0, RECENT_FAILURES_SHOWN)) {
+          const what = `${f.event}${f.guest ? ` ${f.guest}` : ""}: ${f.error}`;
+          const tries = `${f.attempts} ${f.attempts === 1 ? "try" : "tries"}`;
+          recent.append(el("li", { text: `${what} (${f.status === null ? "" : `HTTP ${f.status}, `}${tries}) ` }, ago(f.at)));
+        }
+        return el(
+          "tr",
+          { "data-webhook": w.name, "data-state": failing ? "failing" : "ok" },
+          el(
+            "td",
+            { class: "name", "data-label": "Webhook" },
+            el("span", { text: w.name }),
+            el("span", { class: "hint", text: ` ${w.format} → ${w.host}` }),
+          ),
+          el("td", { class: "delivered", "data-label": "Delivered", text: w.delivered }),
+          el("td", { class: "failed", "data-label": "Failed", text: w.failed }),
+          el("td", { class: "dropped", "data-label": "Dropped", text: w.dropped }),
+          el("td", { class: "queued", "data-label": "Queued", text: w.queued }),
+          el("td", { class: "last-success", "data-label": "Last success" }, w.last_success_at === null ? "never" : ago(w.last_success_at)),
+          lastError,
+          el("td", { class: "recent", "data-label": "Recent failures" }, w.recent_failures.length ? recent : "none"),
+        );
+      }),
+    );
+    tick();
+  }
+
   /* ---------------------------------------------------------------- the ticking clock */
 
   function tick() {
@@ -645,6 +717,10 @@ if (typeof document !== "undefined") {
     for (const td of document.querySelectorAll("#routes td.last-activity")) {
       const at = td.dataset.at;
       td.textContent = at ? `${ageText((now - (Number(at) * 1000 - state.skewMs)) / 1000)} ago` : "–";
+    }
+    for (const span of document.querySelectorAll("#webhooks .ago")) {
+      const at = span.dataset.at;
+      span.textContent = at ? `${ageText((now - (Number(at) * 1000 - state.skewMs)) / 1000)} ago` : "";
     }
     for (const td of document.querySelectorAll("#routes td.idle-stop")) {
       const left = td.dataset.in;
@@ -717,6 +793,7 @@ if (typeof document !== "undefined") {
         break;
       case "webhook":
         if (!d.ok) say(`Webhook ${d.name} (${d.event}) failed, try ${d.attempt}: ${d.error || `HTTP ${d.status}`}`);
+        refetchWebhooksThrottled();
         break;
       case "overflow":
         say(`Live updates fell behind (${d.reason}): reloading the state.`);
