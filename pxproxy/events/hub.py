@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_QUEUE = 1024
+# And in bytes of JSON: a `guests` or `stats` event of 1,000 guests is ~100 KB, so a stalled
+# reader is dropped at this much rather than holding a thousand of them.
+DEFAULT_QUEUE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,10 +44,12 @@ OVERFLOW = "overflow"
 class Subscription:
     """One reader's queue; iterate it (`async for event in sub`), close it when done."""
 
-    def __init__(self, hub: EventHub, max_queue: int) -> None:
+    def __init__(self, hub: EventHub, max_queue: int, max_bytes: int) -> None:
         self._hub = hub
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue()
         self._max = max_queue
+        self._max_bytes = max_bytes
+        self._bytes = 0  # of the queued events' JSON
         self.dropped = False
         self._ended = False  # the end marker is queued
         self._finished = False  # the reader took it
@@ -52,13 +57,15 @@ class Subscription:
     def _offer(self, event: Event) -> None:
         if self._ended:
             return
-        if self._queue.qsize() >= self._max:
+        size = len(event.json())
+        if self._queue.qsize() >= self._max or self._bytes + size > self._max_bytes:
             self.dropped = True
             self._ended = True
             self._queue.put_nowait(Event(OVERFLOW, {"reason": "reader too slow"}))
             self._queue.put_nowait(None)
             self._hub._forget(self)
             return
+        self._bytes += size
         self._queue.put_nowait(event)
 
     def close(self) -> None:
@@ -76,6 +83,8 @@ class Subscription:
         event = await self._queue.get()
         if event is None:
             self._finished = True
+        elif event.kind != OVERFLOW:
+            self._bytes -= len(event.json())
         return event
 
     def __aiter__(self) -> AsyncIterator[Event]:
@@ -99,8 +108,10 @@ class EventHub:
         for sub in list(self._subscribers):
             sub._offer(event)
 
-    def subscribe(self, *, max_queue: int = DEFAULT_QUEUE) -> Subscription:
-        sub = Subscription(self, max_queue)
+    def subscribe(
+        self, *, max_queue: int = DEFAULT_QUEUE, max_bytes: int = DEFAULT_QUEUE_BYTES
+    ) -> Subscription:
+        sub = Subscription(self, max_queue, max_bytes)
         if self.closed:
             sub.close()  # pxproxy is stopping: the reader gets an ended stream at once
         else:

@@ -46,16 +46,12 @@ _URL_ATTRS = frozenset(
     {"src", "action", "formaction", "poster", "srcset", "background", "cite", "data", "content"}
 )
 # Attributes whose value the browser reads as markup or code: no placeholder at all.
-_CODE_ATTRS = frozenset({"srcdoc"})
+# (SVG animation's values, to, from and by set other attributes: an href to javascript:.)
+_CODE_ATTRS = frozenset({"srcdoc", "values", "to", "from", "by", "attributename"})
 _JS_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028"}
 _JS_ESCAPES["\u2029"] = "\\u2029"
 _JS_RE = re.compile("[<>&\u2028\u2029]")
-# A tag's attributes up to a quoted value still open: the placeholder is in that value.
 _NAME = r"""[^\s"'<>/=]+"""
-_VALUE = r"""(?:"[^"]*"|'[^']*'|[^\s"'=<>`]+)"""
-_OPEN_VALUE = re.compile(
-    rf"""(?:\s+{_NAME}(?:\s*=\s*{_VALUE})?)*\s+({_NAME})\s*=\s*(?:"[^"]*|'[^']*)\Z"""
-)
 
 
 def js_literal(value: JsonValue) -> str:
@@ -127,7 +123,10 @@ def parse(source: str, kinds: Mapping[str, Kind]) -> Template:
             raise TemplateError(
                 f"line {line}: unknown placeholder ${name} (known: {known}; $$ is a literal $)"
             )
-        context = _context_at(source, match.start(), line)
+        try:
+            context = _context_at(source, match.start(), line)
+        except _InValue as found:
+            context = found.context
         _check(name, kind, context, line)
         parts.append(literal)
         parts.append(_Slot(name, kind, context))
@@ -150,33 +149,76 @@ def _check(name: str, kind: Kind, context: Context, line: int) -> None:
 
 
 def _context_at(source: str, offset: int, line: int) -> Context:
-    """What kind of place `offset` is in: found from the last tag opened before it."""
-    before = source[:offset]
-    lowered = before.lower()
-    for element, context in (("script", Context.SCRIPT), ("style", Context.STYLE)):
-        opened = lowered.rfind(f"<{element}")
-        if opened != -1 and lowered.rfind(f"</{element}") < opened:
-            if before.find(">", opened) == -1:
-                break  # inside the <script ...> tag itself: read as a tag below
-            return context
-    lt, gt = before.rfind("<"), before.rfind(">")
-    if lt <= gt:
-        return Context.TEXT
-    tag = before[lt + 1 :]
-    if tag.startswith("!--"):
-        return Context.TEXT  # a comment: escaped text cannot close it
-    head = re.match(r"/?[A-Za-z][A-Za-z0-9-]*", tag)
-    if head is None:
-        raise TemplateError(f"line {line}: a placeholder inside a malformed tag")
-    value = _OPEN_VALUE.match(tag[head.end() :])
-    if value is None:
-        raise TemplateError(
-            f"line {line}: a placeholder inside a tag must be in a quoted attribute value"
-        )
-    name = value.group(1).lower()
+    """What kind of place `offset` is in, found by reading the template from its start as a
+    browser's tokenizer does (comments, quoted values and raw-text elements skipped whole), so
+    a `>` in a quoted value or a `<script` in a comment cannot mislead it."""
+    pos = 0
+    while True:
+        lt = source.find("<", pos, offset)
+        if lt == -1:
+            return Context.TEXT
+        if source.startswith("<!--", lt):
+            end = source.find("-->", lt + 4)
+            if end == -1 or end + 3 > offset:
+                return Context.TEXT  # a comment: escaped text cannot close it
+            pos = end + 3
+            continue
+        head = _TAG_HEAD.match(source, lt)
+        if head is None:
+            pos = lt + 1  # a lone `<`, or <!doctype>: text
+            continue
+        closing, element = head.group(1) == "/", head.group(2).lower()
+        pos = _skip_tag(source, head.end(), offset, line)  # just after the tag's `>`
+        if closing or element not in _RAW:
+            continue
+        end = source.lower().find(f"</{element}", pos)
+        if end == -1 or end >= offset:
+            return _RAW[element]
+        pos = end
+
+
+def _skip_tag(source: str, pos: int, offset: int, line: int) -> int:
+    """Reads a tag's attributes from `pos`: the index after its `>`. A placeholder (`offset`)
+    inside it must be in a quoted value: then the value's context is raised as _InValue."""
+    while True:
+        attr = _ATTR.match(source, pos)
+        if attr is None or attr.end() == pos:
+            gt = source.find(">", pos)
+            if gt == -1 or offset < gt:
+                raise TemplateError(
+                    f"line {line}: a placeholder inside a tag must be in a quoted attribute value"
+                )
+            return gt + 1
+        value = attr.group(2)
+        if value and value[0] in "\"'" and attr.start(2) < offset < attr.end(2):
+            raise _InValue(_value_context(attr.group(1).lower(), line))
+        if attr.start() <= offset < attr.end():
+            raise TemplateError(
+                f"line {line}: a placeholder inside a tag must be in a quoted attribute value"
+            )
+        pos = attr.end()
+
+
+def _value_context(name: str, line: int) -> Context:
     if name.startswith("on") or name in _CODE_ATTRS:
         raise TemplateError(f"line {line}: no placeholder may go into the attribute {name}")
     if name == "style":
         return Context.STYLE_ATTR
     # `content` as a URL: <meta http-equiv="refresh" content="0;url=...">.
     return Context.URL if name in _URL_ATTRS or name.endswith("href") else Context.ATTR
+
+
+class _InValue(Exception):
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+
+_TAG_HEAD = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9-]*)")
+# One attribute (white space and `/` before it): name, then a quoted or unquoted value.
+_ATTR = re.compile(rf"""[\s/]*({_NAME})(?:\s*=\s*("[^"]*"|'[^']*'|[^\s"'=<>`]+))?""")
+# Elements whose content is not markup: a placeholder there is script, style or text.
+_RAW = {
+    "script": Context.SCRIPT,
+    "style": Context.STYLE,
+    **{e: Context.TEXT for e in ("textarea", "title", "xmp", "iframe", "noembed", "noframes")},
+}

@@ -137,9 +137,9 @@ class BeforeStopRun:
             return
         status, output = outcome.exit_status, brief(outcome.output)
         fields = {**self._fields, "argv": argv, "exit_status": status, "duration_s": seconds}
-        self._news.idle_event(
-            self.ref, "before_stop", f"exit {status}: {output}" if output else f"exit {status}"
-        )
+        # The exit status only: the output stays in the log, as the audit trail keeps
+        # commands from tokens without exec (a read token reads the event stream).
+        self._news.idle_event(self.ref, "before_stop", f"exit {status}")
         if status != 0:
             self._stats.before_stop_failed(self.ref)
             log.warning(

@@ -23,7 +23,7 @@ def retry_after_s(value: str | None, now: float) -> float | None:
     if value is None:
         return None
     text = value.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():  # "²".isdigit(), yet float("²") raises
         return min(float(text), RETRY_AFTER_MAX_S)
     try:
         when = email.utils.parsedate_to_datetime(text)

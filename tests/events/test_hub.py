@@ -33,6 +33,23 @@ async def test_a_slow_reader_gets_overflow_then_its_stream_ends_and_others_go_on
     assert [e.data["n"] async for e in fast] == [0, 1, 2, 3, 4, 5]
 
 
+async def test_a_reader_is_dropped_at_its_byte_bound_and_reading_frees_room() -> None:
+    hub = EventHub()
+    big = {"guests": "x" * 1000}  # ~1 KB of JSON each
+    sub = hub.subscribe(max_bytes=3500)
+    for _ in range(3):
+        hub.publish(Event("stats", big))
+    assert not sub.dropped
+    first = await sub.get()  # taking one frees its bytes
+    assert first is not None
+    hub.publish(Event("stats", big))
+    assert not sub.dropped
+    hub.publish(Event("stats", big))  # the fifth: 4 queued would pass 3,500 bytes
+    assert sub.dropped
+    kinds = [e.kind async for e in sub]
+    assert kinds == ["stats", "stats", "stats", OVERFLOW]
+
+
 async def test_a_subscriber_after_close_ends_at_once_and_publishing_is_a_no_op() -> None:
     hub = EventHub()
     hub.close()

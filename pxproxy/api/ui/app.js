@@ -124,6 +124,7 @@ if (typeof document !== "undefined") {
     webhooks: [],
     webhooksAt: 0, // client ms of the last GET /api/v1/webhooks
     webhooksTimer: 0,
+    pending: null, // events that came while the state was fetched (null: none is)
   };
 
   const can = (scope) => !!state.me && state.me.scopes.includes(scope);
@@ -231,7 +232,8 @@ if (typeof document !== "undefined") {
     who.textContent = `${state.me.name} (${state.me.scopes.join(", ")})`;
     $("#exec-pane").hidden = !can("exec");
     say(`Signed in as ${state.me.name}.`);
-    await refetchAll();
+    // Subscribe first, fetch the state on the hello: a change between the two is then an
+    // event queued behind the fetch, never one missed.
     connectStream();
   }
 
@@ -763,6 +765,10 @@ if (typeof document !== "undefined") {
   }
 
   function dispatch(msg) {
+    if (state.pending && msg.event !== "hello") {
+      state.pending.push(msg); // the state is being fetched: applied after it
+      return;
+    }
     let d;
     try {
       d = JSON.parse(msg.data);
@@ -774,6 +780,12 @@ if (typeof document !== "undefined") {
         state.skewMs = d.server_time * 1000 - Date.now();
         state.backoffMs = BACKOFF_MIN_MS;
         setStream("live", "live");
+        state.pending = [];
+        refetchAll().finally(() => {
+          const queued = state.pending || [];
+          state.pending = null;
+          queued.forEach(dispatch);
+        });
         break;
       case "poll":
         onPoll(d);
