@@ -495,7 +495,16 @@ if (typeof document !== "undefined") {
       g.ips && g.ips.length ? el("span", { class: "src ip-source", text: `(${g.ip_source || "unknown"})` }) : el("span", { class: "src", text: "none" }),
     );
     c.tags.replaceChildren(...(g.tags || []).map((t) => el("span", { class: "tag", text: t })));
+    // The buttons are made anew (which ones are enabled follows the status): a keyboard
+    // user's focus goes to the new button of the same action, or the next enabled one.
+    const focused = c.actions.contains(document.activeElement) ? document.activeElement.dataset.action : null;
     c.actions.replaceChildren(...guestActions(g, ref));
+    if (focused) {
+      const buttons = [...c.actions.querySelectorAll("button")];
+      const same = buttons.findIndex((b) => b.dataset.action === focused);
+      const next = buttons.slice(Math.max(same, 0)).find((b) => !b.disabled) || buttons.find((b) => !b.disabled);
+      if (next) next.focus();
+    }
     drawStats(tr, ref, g);
   }
 
@@ -504,8 +513,13 @@ if (typeof document !== "undefined") {
     const c = tr.cells_;
     drawSpark(c.cpu.firstChild, h.cpu);
     drawSpark(c.mem.firstChild, h.mem);
-    c.cpu.lastChild.textContent = g.status === "running" ? `${((g.cpu || 0) * 100).toFixed(1)}%` : "";
-    c.mem.lastChild.textContent = g.status === "running" && g.maxmem ? `${bytes(g.mem)} / ${bytes(g.maxmem)}` : "";
+    setText(c.cpu.lastChild, g.status === "running" ? `${((g.cpu || 0) * 100).toFixed(1)}%` : "");
+    setText(c.mem.lastChild, g.status === "running" && g.maxmem ? `${bytes(g.mem)} / ${bytes(g.maxmem)}` : "");
+  }
+
+  /** Text that did not change is not written: each write costs the page a relayout. */
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
   }
 
   function actionButton(action, target, label, extra = {}) {
@@ -535,7 +549,32 @@ if (typeof document !== "undefined") {
   }
 
   const rows = new Map(); // ref -> tr
+  // Past this many changed guests in one event, one full redraw beats row-by-row placement.
+  const INCREMENTAL_MAX = 64;
 
+  /** Fill a row from its guest, unless it already shows this very object (and wake button). */
+  function refreshRow(tr, g, ref) {
+    const idle = hasIdleRoute(g);
+    if (tr.guest_ !== g || tr.idle_ !== idle) {
+      fillRow(tr, g, ref);
+      tr.guest_ = g;
+      tr.idle_ = idle;
+    }
+  }
+
+  /** The table's order; `key_` is the sort key a row was placed with, so the rows in the table
+   * stay sorted by it even while `stats` events move cpu/mem under a cpu or memory sort. */
+  function rowOrder(a, b) {
+    const x = a.key_;
+    const y = b.key_;
+    return (x < y ? -1 : x > y ? 1 : a.guest_.vmid - b.guest_.vmid) * state.sort.dir;
+  }
+
+  function showCount() {
+    $("#guest-count").textContent = `${$("#guests tbody").rows.length} of ${state.guests.size}`;
+  }
+
+  /** Every row, in the current filter and sort: on a full fetch, a sort or a filter change. */
   function renderGuests() {
     const tbody = $("#guests tbody");
     for (const ref of [...rows.keys()]) {
@@ -548,33 +587,74 @@ if (typeof document !== "undefined") {
     for (const [ref, g] of state.guests) {
       let tr = rows.get(ref);
       if (!tr) rows.set(ref, (tr = buildRow(ref)));
-      if (tr.guest_ !== g || tr.idle_ !== hasIdleRoute(g)) {
-        fillRow(tr, g, ref);
-        tr.guest_ = g;
-        tr.idle_ = hasIdleRoute(g);
-      }
-      if (matches(g, state.filter)) shown.push([ref, g, tr]);
+      refreshRow(tr, g, ref);
+      tr.key_ = guestKey(g, state.sort.key);
+      if (matches(g, state.filter)) shown.push(tr);
     }
-    const { key, dir } = state.sort;
-    shown.sort((a, b) => {
-      const x = guestKey(a[1], key);
-      const y = guestKey(b[1], key);
-      return (x < y ? -1 : x > y ? 1 : a[1].vmid - b[1].vmid) * dir;
-    });
-    tbody.replaceChildren(...shown.map((s) => s[2]));
-    $("#guest-count").textContent = `${shown.length} of ${state.guests.size}`;
+    shown.sort(rowOrder);
+    tbody.replaceChildren(...shown);
+    showCount();
+  }
+
+  /** Only the rows of these guests: removed, refilled, or put (back) in their sorted place. */
+  function updateGuestRows(refs) {
+    const tbody = $("#guests tbody");
+    const list = tbody.rows; // live, and only ever holds shown rows in rowOrder
+    for (const ref of refs) {
+      const g = state.guests.get(ref);
+      let tr = rows.get(ref);
+      if (!g) {
+        if (tr) tr.remove();
+        rows.delete(ref);
+        continue;
+      }
+      if (!tr) rows.set(ref, (tr = buildRow(ref)));
+      refreshRow(tr, g, ref);
+      if (!matches(g, state.filter)) {
+        tr.remove();
+        continue;
+      }
+      tr.key_ = guestKey(g, state.sort.key);
+      if (tr.parentNode === tbody) {
+        const prev = tr.previousElementSibling;
+        const next = tr.nextElementSibling;
+        if ((!prev || rowOrder(prev, tr) <= 0) && (!next || rowOrder(tr, next) <= 0)) continue; // still in place
+        tr.remove();
+      }
+      let lo = 0;
+      let hi = list.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (rowOrder(list[mid], tr) <= 0) lo = mid + 1;
+        else hi = mid;
+      }
+      tbody.insertBefore(tr, list[lo] || null);
+    }
+    showCount();
   }
 
   function onGuests(d) {
-    for (const g of d.changed || []) state.guests.set(`${g.cluster}:${g.vmid}`, g);
+    const refs = [];
+    for (const g of d.changed || []) {
+      const ref = `${g.cluster}:${g.vmid}`;
+      state.guests.set(ref, g);
+      refs.push(ref);
+    }
     for (const ref of d.removed || []) {
       state.guests.delete(ref);
       state.history.delete(ref);
+      refs.push(ref);
     }
-    renderGuests();
-    renderJournalTargets();
+    if (refs.length > INCREMENTAL_MAX) {
+      renderGuests();
+      renderJournalTargets();
+    } else {
+      updateGuestRows(refs);
+      updateTargets(refs);
+    }
   }
 
+  /** Only sparklines and numbers: a row is never rebuilt or moved by a `stats` event. */
   function onStats(d) {
     for (const [ref, s] of Object.entries(d.guests || {})) {
       pushStats(ref, s.cpu, s.mem, s.maxmem);
@@ -912,27 +992,68 @@ if (typeof document !== "undefined") {
 
   /* ---------------------------------------------------------------- journal */
 
+  const journalOpts = new Map(); // ref -> <option> of a running guest in #journal-target
+  const execOpts = new Map(); // ref -> <option> in #exec-guest
+
+  function selectOption(value, text) {
+    const o = document.createElement("option");
+    o.value = value;
+    o.text = text;
+    return o;
+  }
+
   function renderJournalTargets() {
     const select = $("#journal-target");
     const keep = select.value;
-    const options = state.nodes.map((n) => {
-      const o = document.createElement("option");
-      o.value = `node:${n.cluster}:${n.name}`;
-      o.text = `node ${n.cluster}/${n.name}`;
-      return o;
-    });
+    const options = state.nodes.map((n) => selectOption(`node:${n.cluster}:${n.name}`, `node ${n.cluster}/${n.name}`));
+    journalOpts.clear();
     if (can("exec")) {
       for (const [ref, g] of state.guests) {
         if (g.status !== "running") continue;
-        const o = document.createElement("option");
-        o.value = `guest:${ref}`;
-        o.text = `guest ${ref} ${g.name}`;
+        const o = selectOption(`guest:${ref}`, `guest ${ref} ${g.name}`);
+        journalOpts.set(ref, o);
         options.push(o);
       }
     }
     select.replaceChildren(...options);
     if ([...select.options].some((o) => o.value === keep)) select.value = keep;
     renderExecTargets();
+  }
+
+  /** Keep one guest's option in a select of running guests, in the guests' order (after the nodes). */
+  function placeOption(select, opts, ref, value, text) {
+    const g = state.guests.get(ref);
+    let o = opts.get(ref);
+    if (!g || g.status !== "running") {
+      if (o) o.remove();
+      opts.delete(ref);
+      return;
+    }
+    if (o) {
+      if (o.text !== text) o.text = text;
+      return;
+    }
+    opts.set(ref, (o = selectOption(value, text)));
+    // Before the option of the next running guest in the guests' order, else last.
+    let after = false;
+    let next = null;
+    for (const r of state.guests.keys()) {
+      if (r === ref) after = true;
+      else if (after && opts.has(r)) {
+        next = opts.get(r);
+        break;
+      }
+    }
+    select.insertBefore(o, next);
+  }
+
+  /** The journal and exec selects for these guests only (a `guests` event). */
+  function updateTargets(refs) {
+    for (const ref of refs) {
+      const name = state.guests.get(ref)?.name;
+      if (can("exec")) placeOption($("#journal-target"), journalOpts, ref, `guest:${ref}`, `guest ${ref} ${name}`);
+      placeOption($("#exec-guest"), execOpts, ref, ref, `${ref} ${name}`);
+    }
   }
 
   function journalPath(target) {
@@ -1000,11 +1121,11 @@ if (typeof document !== "undefined") {
     const select = $("#exec-guest");
     const keep = select.value;
     const options = [];
+    execOpts.clear();
     for (const [ref, g] of state.guests) {
       if (g.status !== "running") continue;
-      const o = document.createElement("option");
-      o.value = ref;
-      o.text = `${ref} ${g.name}`;
+      const o = selectOption(ref, `${ref} ${g.name}`);
+      execOpts.set(ref, o);
       options.push(o);
     }
     select.replaceChildren(...options);
