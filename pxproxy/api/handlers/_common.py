@@ -13,7 +13,7 @@ from ..allowlist import Decision
 from ..audit import AuditRecord
 from ..auth import has_scope
 from ..context import PRINCIPAL, ApiContext, ContextCell
-from ..problems import ApiError, ambiguous, not_found
+from ..problems import ApiError, ambiguous, bad_request, not_found
 
 CONTEXT = web.AppKey("context", ContextCell)
 
@@ -125,3 +125,15 @@ def one_guest(match: Match, what: str) -> Guest:
         f"{len(match.guests)} guests match {what}; use cluster:vmid or node/vmid",
         [candidate(g) for g in match.guests],
     )
+
+
+def query_limit(raw: str | None, *, default: int, maximum: int) -> int:
+    """`?limit=`: digits only ("+5", " 5", "5.0", "1e3" are refused, not reinterpreted), in
+    1..maximum; `default` when absent."""
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= maximum:
+        raise bad_request(
+            f"limit must be an integer in 1..{maximum}, not {raw[:40]!r}", parameter="limit"
+        )
+    return int(raw)

@@ -22,7 +22,7 @@ from ..audit import AuditRecord
 from ..auth import Principal, has_scope
 from ..context import PRINCIPAL, ApiContext
 from ..problems import bad_request
-from ._common import context, require
+from ._common import context, query_limit, require
 
 __all__ = ["audit_trail"]
 
@@ -38,7 +38,7 @@ async def audit_trail(request: web.Request) -> web.Response:
     unknown = sorted(set(request.query) - {"limit"})
     if unknown:
         raise bad_request(f"unknown query parameter {unknown[0]!r}; use limit")
-    limit = _limit(request.query.get("limit"))
+    limit = query_limit(request.query.get("limit"), default=LIMIT_DEFAULT, maximum=LIMIT_MAX)
     ctx = context(request)
     principal = request[PRINCIPAL]
     admitted = _Admission(ctx, principal)
@@ -54,16 +54,6 @@ async def audit_trail(request: web.Request) -> web.Response:
     # default=str as the audit log itself writes them: a detail may hold any value.
     text = json.dumps(body, separators=(",", ":"), default=str)
     return web.Response(text=text, content_type="application/json")
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None:
-        return LIMIT_DEFAULT
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= LIMIT_MAX:
-        raise bad_request(
-            f"limit must be an integer in 1..{LIMIT_MAX}, not {raw[:40]!r}", parameter="limit"
-        )
-    return int(raw)
 
 
 class _Admission:

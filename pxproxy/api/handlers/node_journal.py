@@ -26,7 +26,7 @@ from ...streams.node_journal import (
     validate_service,
 )
 from ..problems import ApiError, bad_request
-from ._common import context, require
+from ._common import context, query_limit, require
 from ._node_lookup import one_node
 from .stats import client_gone, query_bool, reject_unknown
 
@@ -37,15 +37,7 @@ BACKOFF_MAX_S = 10.0
 
 
 def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit")
-    if raw is None:
-        return LIMIT_DEFAULT
-    # Digits only: "+5", " 5", "5.0", "1e3" are refused, not reinterpreted.
-    if not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= LIMIT_MAX:
-        raise bad_request(
-            f"limit must be an integer in 1..{LIMIT_MAX}, not {raw[:40]!r}", parameter="limit"
-        )
-    return int(raw)
+    return query_limit(request.query.get("limit"), default=LIMIT_DEFAULT, maximum=LIMIT_MAX)
 
 
 def _services(request: web.Request) -> list[str]:
