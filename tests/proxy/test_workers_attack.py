@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
@@ -31,11 +31,12 @@ from pxproxy.proxy.routes import RouteTable
 from pxproxy.proxy.upstream import SnapshotUpstreams, Upstream
 from pxproxy.proxy.worker import MAX_UNSENT, Worker, WorkerGate
 from pxproxy.proxy.workers import ProxyWorkers, WorkerSource, readiness
-from pxproxy.wake.contract import ALWAYS_READY, Gate, WakeError, WakeProgress, WakeState
+from pxproxy.wake.contract import ALWAYS_READY, Gate, WakeError, WakeState
 
 from ..certificates import TestCa
 from ..support import wait_for
 from .conftest import HOST, RecordingMetrics, publish, routes, snapshot_guest
+from .counting_gate import CountingGate
 from .raw_client import exchange
 from .raw_upstream import RawUpstream, recording_upstream
 
@@ -43,36 +44,18 @@ WIKI_VMID, OTHER_VMID = 7291, 7292
 SECRET = "f" * 48  # as long as workers.secret() makes
 
 
-class SleepyGate:
+class SleepyGate(CountingGate):
     """A daemon gate whose guest is asleep until a request waits for it; the wake then
     succeeds at once."""
 
-    wake_timeout_s = 60.0
-
     def __init__(self) -> None:
-        self.state = WakeState.ASLEEP
+        super().__init__(WakeState.ASLEEP)
         self.wakes = 0
-        self.entered = 0
-        self.exited = 0
 
     async def ready(self, *, wake: bool = True) -> None:
         if wake:
             self.wakes += 1
             self.state = WakeState.READY
-
-    def activity(self) -> None:
-        return None
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        self.entered += 1
-        try:
-            yield
-        finally:
-            self.exited += 1
-
-    async def progress(self) -> AsyncIterator[WakeProgress]:
-        yield WakeProgress(self.state, "fake")
 
 
 class Out:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -17,9 +16,10 @@ from pxproxy.proxy.stats import ProxyStats
 from pxproxy.proxy.upstream import GuestUnknown, NoAddress, Upstream
 from pxproxy.proxy.worker import RELAYED, Reporter, Routing, WorkerGate
 from pxproxy.proxy.workers import ProxyWorkers, WorkerSource, _Slot, readiness
-from pxproxy.wake.contract import ALWAYS_READY, Gate, WakeProgress, WakeState
+from pxproxy.wake.contract import ALWAYS_READY, Gate, WakeState
 
 from .conftest import routes
+from .counting_gate import CountingGate as FakeGate
 
 ROUTES = routes(
     {"host": ["Wiki.test", "wiki.alt.test"], "guest": "wiki", "port": 8080, "idle": {}},
@@ -238,39 +238,6 @@ async def test_a_route_not_in_the_set_relays(sent: Sent) -> None:
 
 
 # ---------------------------------------------------------------------- the daemon's side
-
-
-class FakeGate:
-    """A daemon gate that counts what the workers' reports make of it."""
-
-    wake_timeout_s = 60.0
-
-    def __init__(self, state: WakeState = WakeState.READY) -> None:
-        self.state = state
-        self.activities = 0
-        self.entered = 0
-        self.exited = 0
-
-    @property
-    def held(self) -> int:
-        return self.entered - self.exited
-
-    async def ready(self, *, wake: bool = True) -> None:
-        return None
-
-    def activity(self) -> None:
-        self.activities += 1
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        self.entered += 1
-        try:
-            yield
-        finally:
-            self.exited += 1
-
-    async def progress(self) -> AsyncIterator[WakeProgress]:
-        yield WakeProgress(self.state, "fake")
 
 
 class FakeUpstreams:
